@@ -1,0 +1,275 @@
+"""Tiny Stable-Diffusion-shaped models built from configs with fixed seeds.
+
+No weights can be downloaded here, so tests and the demo build their own models: real diffusers /
+transformers / open_clip classes with random weights, saved with ``save_pretrained`` and loaded back
+through exactly the code path a hub model takes (``from_pretrained`` on a folder).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+TINY_SD = "tiny-sd"
+TINY_TAIYI = "tiny-taiyi"
+TINY_CLIP = "tiny-clip"
+TINY_BLIP = "tiny-blip"
+TINY_MODEL_NAMES = (TINY_SD, TINY_TAIYI, TINY_CLIP, TINY_BLIP)
+
+TINY_RESOLUTION = 64  # pixels; the VAE downsamples by 8 -> 8x8 latents
+_CROSS_ATTENTION_DIM = 32
+
+
+def _open_clip_bpe_path() -> Path:
+    import open_clip
+
+    return Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+
+
+def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's real BPE vocabulary, from the merges file open_clip ships.
+
+    Same construction as OpenAI CLIP's tokenizer: 256 byte symbols, their end-of-word variants,
+    the first 48,894 merges, then the two special tokens (49,408 entries).
+    """
+    from open_clip.tokenizer import bytes_to_unicode
+
+    lines = gzip.open(_open_clip_bpe_path(), "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_symbols = list(bytes_to_unicode().values())
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_bpe_vocab()
+    # model_max_length=77 and a pad token: without them the pipeline's tokenizer call overflows.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="<|endoftext|>")
+
+
+def chinese_bert_vocab() -> dict[str, int]:
+    """WordPiece entries for ASCII words and the 3,000 first CJK code points.
+
+    BERT's basic tokenizer splits CJK text into single characters, so one entry per character is
+    enough for Chinese prompts (the layout of Taiyi-Stable-Diffusion-Chinese).
+    """
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    ascii_chars = [chr(c) for c in range(33, 127)]
+    words = "a an the of photo in on with and red blue green car robot dog cat toy sks".split()
+    cjk = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    tokens = dict.fromkeys(specials + ascii_chars + ["##" + c for c in ascii_chars] + words + cjk)
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def chinese_bert_tokenizer(model_max_length: int = 77):
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=chinese_bert_vocab(), model_max_length=model_max_length)
+
+
+def _tiny_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=_CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=TINY_RESOLUTION,
+    )
+
+
+def _scheduler(prediction_type: str):
+    from diffusers import DDPMScheduler
+
+    # SD1.x's training scheduler settings; v-prediction is the SD2.x-768 variant.
+    return DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        prediction_type=prediction_type,
+    )
+
+
+def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """SD1.x layout with a CLIP text encoder and CLIP's real BPE tokenizer."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=_CROSS_ATTENTION_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        unet=_tiny_unet(),
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=_scheduler(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
+    """Taiyi-Stable-Diffusion-Chinese layout: an SD1.x U-Net conditioned by a (Chinese) BERT encoder."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = chinese_bert_tokenizer()
+    text_encoder = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=_CROSS_ATTENTION_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=80,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        unet=_tiny_unet(),
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=_scheduler("epsilon"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
+    """An open_clip ViT/text-transformer pair, small, in open_clip's own local-dir format."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    model_cfg = {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
+    }
+    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "open_clip_model.safetensors"))
+    return out_dir
+
+
+def build_tiny_blip(out_dir: Path, seed: int = 0) -> Path:
+    """A BLIP captioning model (vision encoder + BERT decoder) with a real BERT WordPiece tokenizer."""
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = chinese_bert_tokenizer(model_max_length=64)
+    config = BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,
+    )
+    model = BlipForConditionalGeneration(config)
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer
+    )
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+_BUILDERS = {TINY_SD: build_tiny_sd, TINY_TAIYI: build_tiny_taiyi, TINY_CLIP: build_tiny_clip, TINY_BLIP: build_tiny_blip}
+
+
+def ensure_tiny_model(name: str, models_dir: Path) -> Path:
+    """Builds the named tiny model once under ``models_dir`` (atomically) and returns its folder."""
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODEL_NAMES)}")
+    target = models_dir / name
+    if (target / ".complete").exists():
+        return target
+    tmp = models_dir / f".{name}.building"
+    _remove_tree(tmp)
+    _BUILDERS[name](tmp)
+    (tmp / ".complete").write_text("built by conceptlab.tiny_models with seed 0\n")
+    _remove_tree(target)
+    tmp.rename(target)
+    return target
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
