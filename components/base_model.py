@@ -1,0 +1,111 @@
+"""Naming, finding and loading base models: built-in tiny models, local folders, hub ids.
+
+A model is always loaded from a local folder with ``from_pretrained``; a hub id is resolved to its
+snapshot in the local Hugging Face cache first (downloaded only when the machine is online and
+HF_HUB_OFFLINE is not set). A model that cannot be found is an error that says how to provide it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from components.io import sha256_file, sha256_json
+from components.tiny_models import TINY_MODEL_NAMES, ensure_tiny_model
+
+
+class ModelNotAvailable(RuntimeError):
+    """The named model is neither a built-in tiny model, a local folder, nor in the local hub cache."""
+
+
+def models_dir() -> Path:
+    """Where built-in tiny models are built (once): $CONCEPTLAB_MODELS_DIR or ~/.cache/conceptlab/models."""
+    default = Path.home() / ".cache" / "conceptlab" / "models"
+    return Path(os.environ.get("CONCEPTLAB_MODELS_DIR", default))
+
+
+def resolve_model(ref: str) -> Path:
+    """Returns the local folder of a model named by tiny-model name, local path or hub id."""
+    if ref in TINY_MODEL_NAMES:
+        return ensure_tiny_model(ref, models_dir())
+    local = Path(ref).expanduser()
+    if local.exists():
+        return local.resolve()
+    if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
+        raise ModelNotAvailable(
+            f"model {ref!r}: no such folder, and it is not a hub id (owner/name) or one of the built-in "
+            f"models {', '.join(TINY_MODEL_NAMES)}"
+        )
+    return _hub_snapshot(ref)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelNotAvailable(
+            f"model {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
+            f"On a machine with access run `hf download {repo_id}` (and copy the cache), or set "
+            f"base_model to a local folder saved with save_pretrained."
+        )
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # network, auth, or a wrong id: all need the same advice
+        raise ModelNotAvailable(
+            f"model {repo_id!r} could not be downloaded ({type(exc).__name__}: {exc}). Check the id and "
+            f"your access token, or set base_model to a local folder saved with save_pretrained."
+        ) from exc
+
+
+@lru_cache(maxsize=32)
+def _folder_digest(folder: str) -> str:
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sha256_json([[str(p.relative_to(folder)), sha256_file(p)] for p in files])
+
+
+def model_identity(ref: str) -> dict[str, str]:
+    """A portable identity for lineage and cache keys: name plus a content hash of the files.
+
+    An absolute path is not portable across machines, a content hash is; for hub snapshots the
+    folder name is the commit revision, recorded as well.
+    """
+    folder = resolve_model(ref)
+    identity = {"name": ref, "sha256": _folder_digest(str(folder))}
+    if "snapshots" in folder.parts:
+        identity["revision"] = folder.name
+    return identity
+
+
+def native_resolution(model_dir: Path) -> int:
+    """The pixel size a Stable Diffusion checkpoint was trained at: U-Net sample size x VAE factor."""
+    unet_cfg = json.loads((model_dir / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((model_dir / "vae" / "config.json").read_text())
+    return int(unet_cfg["sample_size"]) * 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+
+
+def load_pipeline(ref: str, dtype=None, device: str | None = None):
+    """A StableDiffusionPipeline from a model name; no safety checker (evaluation needs raw outputs)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    folder = resolve_model(ref)
+    if not (folder / "model_index.json").exists():
+        raise ModelNotAvailable(f"model {ref!r} at {folder} has no model_index.json: not a diffusers pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=dtype or torch.float32, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device or default_device())
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

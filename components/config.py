@@ -1,0 +1,212 @@
+"""Validated configuration: stage defaults from params.yaml, one small YAML file per concept.
+
+Every model forbids unknown keys, so a typo is an error that names the file and the key instead of a
+silently ignored setting. A concept's ``overrides`` are merged over params.yaml before validation.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEDULERS = ("ddim", "ddpm", "pndm", "euler", "euler_a", "dpmpp_2m", "lms")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CurateParams(_Strict):
+    min_side: int = Field(64, ge=8, description="reject photos whose shorter side is below this (px)")
+    max_pixels: int = Field(80_000_000, ge=1, description="reject larger images as decompression bombs")
+    near_duplicate_distance: int = Field(4, ge=0, le=64, description="pHash Hamming distance for near dups")
+    min_images: int = Field(3, ge=1, description="refuse to continue with fewer accepted photos")
+    max_images: int = Field(200, ge=1)
+    crop: Literal["center", "pad"] = "center"
+
+
+class CaptionParams(_Strict):
+    captioner: Literal["template", "vlm"] = "template"
+    template: str = "a photo of {token} {class_noun}"
+    vlm_model: str = "tiny-blip"
+    max_new_tokens: int = Field(20, ge=1, le=200)
+
+    @field_validator("template")
+    @classmethod
+    def _template_names_token(cls, v: str) -> str:
+        if "{token}" not in v:
+            raise ValueError("template must contain {token} (the instance identifier)")
+        return v
+
+
+class GenerationParams(_Strict):
+    scheduler: Literal[SCHEDULERS] = "ddim"  # type: ignore[valid-type]
+    steps: int = Field(25, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=0)
+    negative_prompt: str = ""
+    batch_size: int = Field(4, ge=1)
+
+
+class PriorParams(GenerationParams):
+    num_images: int = Field(8, ge=1)
+    prompt: str = "a photo of a {class_noun}"
+    seed: int = 0
+
+
+class TrainParams(_Strict):
+    seed: int = 0
+    max_steps: int = Field(400, ge=1)
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, ge=0)
+    text_encoder_learning_rate: float = Field(5e-6, ge=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    rank: int = Field(4, ge=1)
+    alpha: float = Field(4.0, gt=0, description="LoRA alpha; the update is scaled by alpha/rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+    train_text_encoder: bool = False
+    text_encoder_rank: int = Field(4, ge=1)
+    with_prior_preservation: bool = True
+    prior_loss_weight: float = Field(1.0, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    use_8bit_adam: bool = False
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(100, ge=1)
+    checkpoints_total_limit: int = Field(2, ge=1)
+    flip_augment: bool = Field(True, description="random horizontal flip (on cached latents)")
+
+
+class EvalParams(GenerationParams):
+    clip_model: str = "tiny-clip"
+    prompts: list[str] = [
+        "a photo of {instance}",
+        "{instance} in the jungle",
+        "{instance} on the beach",
+        "{instance} on top of a wooden table",
+        "a red {instance}",
+    ]
+    class_prompts: list[str] = ["a photo of a {class_noun}", "a {class_noun} in the snow"]
+    seeds: list[int] = [0, 1, 2]
+
+
+class RegisterParams(_Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "conceptlab"
+    alias: str = "challenger"
+
+
+class Params(_Strict):
+    resolution: int | None = Field(None, ge=8, description="None: the base model's native resolution")
+    curate: CurateParams = CurateParams()
+    caption: CaptionParams = CaptionParams()
+    prior: PriorParams = PriorParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvalParams = EvalParams()
+    registry: RegisterParams = RegisterParams()
+
+
+class Concept(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="registry name; lowercase, dashes")
+    class_noun: str = Field(min_length=1)
+    instance_token: str = Field("sks", min_length=1)
+    base_model: str = "tiny-sd"
+    photos: str = Field(description="folder, .zip/.tar archive, or s3://bucket/prefix of raw photos")
+    overrides: dict[str, Any] = {}
+
+    @property
+    def instance_phrase(self) -> str:
+        return f"{self.instance_token} {self.class_noun}"
+
+
+class ResolvedConfig(_Strict):
+    concept: Concept
+    params: Params
+    concept_file: Path
+    params_file: Path | None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def _explain(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        hint = " (unknown key: check its spelling or remove it)" if err["type"] == "extra_forbidden" else ""
+        lines.append(f"{path}: key '{prefix}{key}': {err['msg']}{hint}")
+    return ConfigError("\n".join(lines))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_params(params_file: Path | None, overrides: dict[str, Any] | None = None) -> Params:
+    raw = _read_yaml(params_file) if params_file else {}
+    try:
+        Params.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(params_file or Path("params.yaml"), exc) from exc
+    return Params.model_validate(deep_merge(raw, overrides or {}))
+
+
+def load_concept(concept_file: Path) -> Concept:
+    raw = _read_yaml(concept_file)
+    try:
+        concept = Concept.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(concept_file, exc) from exc
+    if concept.photos.startswith("s3://"):
+        return concept
+    photos = Path(concept.photos).expanduser()
+    photos = photos if photos.is_absolute() else concept_file.parent / photos
+    if not photos.exists():
+        raise ConfigError(
+            f"{concept_file}: key 'photos': {photos} does not exist; point it at a folder, .zip or .tar of photos"
+        )
+    return concept.model_copy(update={"photos": str(photos.resolve())})
+
+
+def load_config(concept_file: Path, params_file: Path | None = Path("params.yaml")) -> ResolvedConfig:
+    """Concept file + params.yaml (+ the concept's overrides), validated; errors name file and key."""
+    concept = load_concept(concept_file)
+    if params_file is not None and not params_file.exists():
+        raise ConfigError(f"{params_file}: file not found (pass --params or create it)")
+    load_params(params_file)  # params.yaml alone must be valid: errors blame the right file
+    try:
+        params = load_params(params_file, concept.overrides)
+    except ValidationError as exc:
+        raise _explain(concept_file, exc, prefix="overrides.") from exc
+    return ResolvedConfig(concept=concept, params=params, concept_file=concept_file, params_file=params_file)

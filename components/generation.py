@@ -1,0 +1,67 @@
+"""Seeded, batched text-to-image generation shared by the prior and evaluate stages.
+
+Each image has its own torch.Generator seeded with its own seed, so an image depends on its
+(prompt, seed) pair only, not on the batch it happened to be generated in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from components.config import GenerationParams
+
+_SCHEDULER_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+}
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swaps the sampler, keeping the base model's noise schedule and prediction type."""
+    import diffusers
+
+    cls = getattr(diffusers, _SCHEDULER_CLASSES[name])
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def generate(
+    pipe,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    params: GenerationParams,
+    resolution: int,
+    progress=None,
+) -> list[Image.Image]:
+    """One image per (prompt, seed) pair, in order; batches of ``params.batch_size``."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    set_scheduler(pipe, params.scheduler)
+    device = pipe.device.type
+    images: list[Image.Image] = []
+    for start in range(0, len(prompts), params.batch_size):
+        batch_prompts = list(prompts[start : start + params.batch_size])
+        batch_seeds = seeds[start : start + params.batch_size]
+        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in batch_seeds]
+        negative = [params.negative_prompt] * len(batch_prompts) if params.negative_prompt else None
+        with torch.no_grad():
+            out = pipe(
+                batch_prompts,
+                negative_prompt=negative,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                height=resolution,
+                width=resolution,
+                generator=generators,
+            )
+        images.extend(out.images)
+        if progress is not None:
+            progress(len(batch_prompts))
+    return images

@@ -1,0 +1,50 @@
+"""Where each stage writes, for one concept under one work folder. One place, so the CLI, DVC and
+the flows agree on paths without repeating them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ConceptLayout:
+    work_dir: Path
+    concept: str
+
+    @property
+    def root(self) -> Path:
+        return self.work_dir / self.concept
+
+    @property
+    def curated(self) -> Path:
+        return self.root / "curated"
+
+    @property
+    def captions(self) -> Path:
+        return self.root / "captions"
+
+    @property
+    def prior(self) -> Path:
+        """Small pointer file naming the shared, content-addressed class-prior folder."""
+        return self.root / "prior.json"
+
+    @property
+    def priors_root(self) -> Path:
+        return self.work_dir / "priors"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def registration(self) -> Path:
+        return self.root / "registered.json"

@@ -1,0 +1,83 @@
+"""prior: class images for prior preservation, in a folder addressed by the hash of every input.
+
+Any concept of the same class, base model and settings reuses the folder (nothing is generated
+twice); changing any input (model content, prompt, seeds, sampler, steps, ...) gives a new folder,
+so stale images are never reused -- the reference DreamBooth script only counts files. A folder is
+written under a temporary name and renamed when complete, so an interrupted run is never reused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from components.base_model import load_pipeline, model_identity
+from components.config import PriorParams
+from components.generation import generate
+from components.io import StageResult, sha256_json, slugify, write_json
+
+
+class PriorImage(StageResult):
+    file: str
+    seed: int
+
+
+class PriorResult(StageResult):
+    folder: str
+    key: str
+    prompt: str
+    inputs: dict
+    images: list[PriorImage]
+    reused: bool = False
+
+
+def prior_inputs(base_model: str, class_noun: str, params: PriorParams, resolution: int) -> dict:
+    """Everything that changes the class images; its hash names the folder."""
+    return {
+        "model": model_identity(base_model),
+        "prompt": params.prompt.format(class_noun=class_noun),
+        "negative_prompt": params.negative_prompt,
+        "seeds": list(range(params.seed, params.seed + params.num_images)),
+        "resolution": resolution,
+        "scheduler": params.scheduler,
+        "steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+    }
+
+
+def generate_priors(
+    base_model: str, class_noun: str, params: PriorParams, resolution: int, priors_root: Path, pointer: Path
+) -> PriorResult:
+    """Ensures the class-prior folder exists and writes ``pointer`` (the concept's link to it)."""
+    inputs = prior_inputs(base_model, class_noun, params, resolution)
+    key = sha256_json(inputs)[:16]
+    folder = priors_root / f"{slugify(class_noun)}-{key}"
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        result = PriorResult.read(manifest).model_copy(update={"reused": True})
+    else:
+        result = _generate_folder(base_model, inputs, params, resolution, folder, key)
+    write_json(pointer, result.model_dump(mode="json"))
+    return result
+
+
+def _generate_folder(base_model, inputs, params, resolution, folder: Path, key: str) -> PriorResult:
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+    pipe = load_pipeline(base_model)
+    seeds = inputs["seeds"]
+    with tqdm(total=len(seeds), desc="class priors", unit="image", leave=False) as bar:
+        images = generate(pipe, [inputs["prompt"]] * len(seeds), seeds, params, resolution, bar.update)
+    entries = []
+    for seed, image in zip(seeds, images, strict=True):
+        name = f"images/{seed:06d}.png"
+        image.save(staging / name)
+        entries.append(PriorImage(file=name, seed=seed))
+    result = PriorResult(folder=folder.name, key=key, prompt=inputs["prompt"], inputs=inputs, images=entries)
+    result.write(staging / "manifest.json")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return result
