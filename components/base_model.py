@@ -99,7 +99,7 @@ def load_pipeline(ref: str, dtype=None, device: str | None = None):
     if not (folder / "model_index.json").exists():
         raise ModelNotAvailable(f"model {ref!r} at {folder} has no model_index.json: not a diffusers pipeline")
     pipe = StableDiffusionPipeline.from_pretrained(
-        folder, torch_dtype=dtype or torch.float32, safety_checker=None, requires_safety_checker=False
+        folder, dtype=dtype or torch.float32, safety_checker=None, requires_safety_checker=False
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device or default_device())

@@ -45,3 +45,20 @@ def write_sample_photos(out_dir: Path, count: int = 6, size: int = 96, seed: int
         draw_robot(size, rng, BACKGROUNDS[i % len(BACKGROUNDS)]).save(path, quality=95)
         paths.append(path)
     return paths
+
+
+CONCEPT_YAML = """\
+# The bundled sample concept: photos drawn by components/samples.py (project licence).
+name: toy-robot
+class_noun: robot
+instance_token: sks
+base_model: tiny-sd
+photos: photos
+overrides: {}
+"""
+
+
+def write_sample_concept(folder: Path) -> Path:
+    write_sample_photos(folder / "photos")
+    (folder / "concept.yaml").write_text(CONCEPT_YAML)
+    return folder / "concept.yaml"

@@ -1,0 +1,188 @@
+"""`conceptlab` command line: one subcommand per stage, `run` for the whole chain, `demo`, `models`.
+
+Each command is a thin shell over components.pipeline; errors that a person can fix (bad config,
+too few photos, missing model, diverged training) are printed as one clear message, exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components import pipeline
+from components.base_model import ModelNotAvailable, models_dir
+from components.config import ConfigError, ResolvedConfig, load_config
+from components.curate import NotEnoughImages
+from components.layout import ConceptLayout
+from components.train import TrainingDiverged
+from components.train_checkpoints import CheckpointMismatch
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged,
+               FileNotFoundError)
+
+ConceptArg = Annotated[Path, typer.Argument(help="the concept's YAML file", exists=False)]
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="stage defaults (params.yaml)")]
+WorkOpt = Annotated[Path, typer.Option("--work-dir", "-w", help="where stage outputs go")]
+
+
+def _setup(concept: Path, params: Path, work_dir: Path) -> tuple[ResolvedConfig, ConceptLayout]:
+    cfg = load_config(concept, params)
+    return cfg, ConceptLayout(work_dir, cfg.concept.name)
+
+
+def _guard(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def curate(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_dir: WorkOpt = Path("work")):
+    """Photos -> normalised images + manifest.json (every input listed, rejections with reasons)."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_curate, cfg, layout)
+    console.print(f"curate: {result.accepted} accepted, {result.rejected} rejected -> {layout.curated}")
+    for e in result.entries:
+        if e.status == "rejected":
+            console.print(f"  [yellow]rejected[/] {e.source}: {e.reason}")
+
+
+@app.command()
+def caption(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_dir: WorkOpt = Path("work")):
+    """One editable sidecar caption per image; captions a person edited are kept."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_caption, cfg, layout)
+    edited = sum(e.edited_by_person for e in result.entries)
+    console.print(f"caption: {len(result.entries)} captions ({edited} edited by a person) -> {layout.captions}")
+
+
+@app.command()
+def prior(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_dir: WorkOpt = Path("work")):
+    """Class-prior images in a folder keyed by the hash of every input (shared across concepts)."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_prior, cfg, layout)
+    verb = "reused" if result.reused else "generated"
+    console.print(f"prior: {verb} {len(result.images)} class images in {layout.priors_root / result.folder}")
+
+
+@app.command()
+def train(
+    concept: ConceptArg,
+    params: ParamsOpt = Path("params.yaml"),
+    work_dir: WorkOpt = Path("work"),
+    resume: Annotated[bool, typer.Option(help="continue from the latest checkpoint")] = False,
+):
+    """DreamBooth + LoRA training; checkpoints every N steps, --resume continues exactly."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_train, cfg, layout, resume=resume)
+    console.print(
+        f"train: {result.steps} steps, final loss {result.final_loss:.4f}, adapter {result.adapter_bytes} bytes "
+        f"-> {layout.adapter / result.adapter_file}"
+    )
+
+
+@app.command()
+def evaluate(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_dir: WorkOpt = Path("work")):
+    """CLIP-T / CLIP-I / prior drift of adapter vs base on the same prompts and seeds."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_evaluate, cfg, layout)
+    _metrics_table(result.base, result.adapter, result.metrics)
+    console.print(f"report: {layout.evaluation / 'report.md'}")
+
+
+@app.command()
+def register(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_dir: WorkOpt = Path("work")):
+    """Log to MLflow and register the adapter as a model version with alias `challenger`."""
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    result = _guard(pipeline.run_register, cfg, layout)
+    verb = "registered" if result.created else "already registered as"
+    console.print(f"register: {verb} {result.model_name} v{result.version} @{result.alias} (run {result.run_id})")
+
+
+@app.command()
+def run(
+    concept: ConceptArg,
+    params: ParamsOpt = Path("params.yaml"),
+    work_dir: WorkOpt = Path("work"),
+    resume: Annotated[bool, typer.Option(help="resume training from the latest checkpoint")] = False,
+):
+    """Every stage in order: curate, caption, prior, train, evaluate, register."""
+    _run_chain(concept, params, work_dir, resume)
+
+
+def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> None:
+    cfg, layout = _guard(_setup, concept, params, work_dir)
+    steps = [
+        ("curate", lambda: pipeline.run_curate(cfg, layout)),
+        ("caption", lambda: pipeline.run_caption(cfg, layout)),
+        ("prior", lambda: pipeline.run_prior(cfg, layout) if cfg.params.train.with_prior_preservation else None),
+        ("train", lambda: pipeline.run_train(cfg, layout, resume=resume)),
+        ("evaluate", lambda: pipeline.run_evaluate(cfg, layout)),
+        ("register", lambda: pipeline.run_register(cfg, layout)),
+    ]
+    timings, results = [], {}
+    for name, step in steps:
+        started = time.time()
+        with console.status(f"{name}..."):
+            results[name] = _guard(step)
+        timings.append((name, time.time() - started))
+        console.print(f"[green]done[/] {name} in {timings[-1][1]:.1f} s")
+    ev, reg = results["evaluate"], results["register"]
+    _metrics_table(ev.base, ev.adapter, ev.metrics)
+    console.print(f"adapter:  {layout.adapter / 'pytorch_lora_weights.safetensors'}")
+    console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
+    console.print(f"registry: {reg.model_uri} = {reg.model_name} v{reg.version}, run {reg.run_id}")
+    console.print(f"MLflow UI: mlflow ui --backend-store-uri {reg.tracking_uri}")
+    console.print(f"total {sum(t for _, t in timings):.1f} s")
+
+
+@app.command()
+def demo(
+    concept: ConceptArg = Path("concepts/toy-robot/concept.yaml"),
+    params: ParamsOpt = Path("params.yaml"),
+    work_dir: WorkOpt = Path("work"),
+):
+    """The whole pipeline on the bundled sample concept and the embedded tiny base model."""
+    if not concept.exists():
+        from components.samples import write_sample_concept
+
+        write_sample_concept(concept.parent)
+        console.print(f"wrote the sample concept to {concept.parent}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
+    _run_chain(concept, params, work_dir, resume=False)
+
+
+@models_app.command("build")
+def models_build(names: Annotated[list[str] | None, typer.Argument(help="default: all")] = None):
+    """Build the tiny models (fixed seeds) into $CONCEPTLAB_MODELS_DIR (~/.cache/conceptlab/models)."""
+    from components.tiny_models import TINY_MODEL_NAMES, ensure_tiny_model
+
+    for name in names or TINY_MODEL_NAMES:
+        console.print(f"{name}: {ensure_tiny_model(name, models_dir())}")
+
+
+def _metrics_table(base: dict, adapter: dict, metrics: dict) -> None:
+    table = Table(title="evaluation (same prompts and seeds)")
+    for col in ("metric", "base", "adapter"):
+        table.add_column(col)
+    for key in ("clip_i", "clip_t", "diversity"):
+        table.add_row(key, f"{base[key]:.4f}", f"{adapter[key]:.4f}")
+    table.add_row("prior_drift", "", f"{metrics['prior_drift']:.4f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,77 @@
+"""Runs one stage for one concept: resolves the config and the layout into a stage function's
+arguments. The CLI, the DVC stages (through the CLI) and the demo all go through here, so each
+stage is wired exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.base_model import native_resolution, resolve_model
+from components.caption import CaptionResult, caption
+from components.config import ResolvedConfig
+from components.curate import CurateResult, curate
+from components.evaluate import EvalResult, evaluate
+from components.io import read_json, sha256_file
+from components.layout import ConceptLayout
+from components.prior import PriorResult, generate_priors
+from components.register import RegisterResult, register
+from components.train import TrainResult, load_train_data, train
+
+STAGES = ("curate", "caption", "prior", "train", "evaluate", "register")
+
+
+def resolution(cfg: ResolvedConfig) -> int:
+    return cfg.params.resolution or native_resolution(resolve_model(cfg.concept.base_model))
+
+
+def run_curate(cfg: ResolvedConfig, layout: ConceptLayout) -> CurateResult:
+    return curate(cfg.concept.photos, layout.curated, cfg.params.curate, resolution(cfg))
+
+
+def run_caption(cfg: ResolvedConfig, layout: ConceptLayout) -> CaptionResult:
+    return caption(layout.curated, layout.captions, cfg.params.caption, cfg.concept)
+
+
+def run_prior(cfg: ResolvedConfig, layout: ConceptLayout) -> PriorResult:
+    c = cfg.concept
+    return generate_priors(c.base_model, c.class_noun, cfg.params.prior, resolution(cfg), layout.priors_root, layout.prior)
+
+
+def prior_folder(layout: ConceptLayout) -> Path:
+    if not layout.prior.exists():
+        raise FileNotFoundError(f"{layout.prior} is missing: run the `prior` stage first")
+    return layout.priors_root / read_json(layout.prior)["folder"]
+
+
+def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: bool = False) -> TrainResult:
+    use_prior = cfg.params.train.with_prior_preservation
+    data = load_train_data(
+        cfg.concept.base_model, resolution(cfg), layout.curated, layout.captions,
+        prior_folder(layout) if use_prior else None,
+    )
+    return train(data, cfg.params.train, layout.adapter, layout.checkpoints, resume=resume)
+
+
+def run_evaluate(cfg: ResolvedConfig, layout: ConceptLayout) -> EvalResult:
+    instance = CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)
+    return evaluate(
+        cfg.concept.base_model, layout.adapter, instance, cfg.concept, cfg.params.evaluate, resolution(cfg),
+        layout.evaluation,
+    )
+
+
+def lineage(layout: ConceptLayout) -> dict[str, str]:
+    """Hashes of the inputs that made the adapter, for the registry's lineage tags."""
+    out = {
+        "curated_manifest_sha256": sha256_file(layout.curated / "manifest.json"),
+        "captions_sha256": sha256_file(layout.captions / "captions.json"),
+    }
+    if layout.prior.exists():
+        out["prior_key"] = read_json(layout.prior)["key"]
+    return out
+
+
+def run_register(cfg: ResolvedConfig, layout: ConceptLayout) -> RegisterResult:
+    result = register(cfg.concept, layout.adapter, layout.evaluation, cfg.params.registry, lineage(layout))
+    result.write(layout.registration)
+    return result

@@ -1,0 +1,167 @@
+"""register: an MLflow run (params, metrics, report, lineage) and a model version with alias challenger.
+
+The adapter is logged with MLflow's native ``mlflow.diffusers`` flavor. The base model is given to
+MLflow as a local folder (so nothing is looked up online); its portable identity (name, content
+hash, hub revision) is recorded as tags, since an absolute path means nothing on another machine.
+Registering the same adapter twice returns the existing version instead of creating another.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from components.base_model import model_identity, resolve_model
+from components.config import Concept, RegisterParams
+from components.io import StageResult, read_json, sha256_file
+from components.lora import ADAPTER_FILE
+
+TAG = "conceptlab"
+
+
+class RegisterResult(StageResult):
+    tracking_uri: str
+    experiment: str
+    run_id: str
+    model_name: str
+    version: str
+    alias: str
+    model_uri: str
+    created: bool
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(prefix: str, obj, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(obj)[:6000]
+    return out
+
+
+def _existing(client, experiment_id: str, concept: str, adapter_sha: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG}.concept` = '{concept}' and tags.`{TAG}.adapter_sha256` = '{adapter_sha}'",
+    )
+    for run in runs:
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        if versions:
+            return run, versions[0]
+    return None, None
+
+
+def register(
+    concept: Concept,
+    adapter_dir: Path,
+    eval_dir: Path,
+    params: RegisterParams,
+    lineage: dict[str, str],
+) -> RegisterResult:
+    import mlflow
+    import mlflow.diffusers
+    from mlflow import MlflowClient
+
+    adapter_sha = sha256_file(adapter_dir / ADAPTER_FILE)
+    evaluation = read_json(eval_dir / "metrics.json")
+    if evaluation["adapter_sha256"] != adapter_sha:
+        raise ValueError(
+            f"{eval_dir / 'metrics.json'} evaluates another adapter than {adapter_dir}; run `evaluate` again"
+        )
+    mlflow.set_tracking_uri(params.tracking_uri)
+    client = MlflowClient()
+    experiment = mlflow.set_experiment(params.experiment)
+    run, version = _existing(client, experiment.experiment_id, concept.name, adapter_sha)
+    created = run is None
+    if created:
+        run_id = _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, lineage)
+        version = client.search_model_versions(f"run_id = '{run_id}'")[0]
+    client.set_registered_model_alias(concept.name, params.alias, version.version)
+    for key, value in (("adapter_sha256", adapter_sha), ("base_model", concept.base_model)):
+        client.set_model_version_tag(concept.name, version.version, f"{TAG}.{key}", value)
+    return RegisterResult(
+        tracking_uri=params.tracking_uri,
+        experiment=params.experiment,
+        run_id=version.run_id,
+        model_name=concept.name,
+        version=str(version.version),
+        alias=params.alias,
+        model_uri=f"models:/{concept.name}@{params.alias}",
+        created=created,
+    )
+
+
+def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, lineage) -> str:
+    import diffusers
+    import peft
+    import torch
+    import transformers
+
+    train_config = read_json(adapter_dir / "train_config.json")
+    base = model_identity(concept.base_model)
+    tags = {
+        f"{TAG}.concept": concept.name,
+        f"{TAG}.adapter_sha256": adapter_sha,
+        f"{TAG}.base_model": base["name"],
+        f"{TAG}.base_model_sha256": base["sha256"],
+        f"{TAG}.base_model_revision": base.get("revision", ""),
+        f"{TAG}.git_commit": git_commit(),
+        f"{TAG}.train_inputs_sha256": train_config["inputs_sha256"],
+        **{f"{TAG}.{k}": str(v) for k, v in lineage.items()},
+    }
+    with mlflow.start_run(run_name=f"{concept.name}-{adapter_sha[:8]}", tags=tags) as run:
+        params = _flatten("train", train_config["params"], {})
+        params.update({"concept.class_noun": concept.class_noun, "concept.instance_token": concept.instance_token,
+                       "resolution": str(train_config["resolution"])})
+        params.update(_flatten("eval", {k: v for k, v in evaluation["settings"].items()
+                                        if k not in ("generated_prompts", "base_model")}, {}))
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in evaluation["metrics"].items()})
+        mlflow.log_metrics({f"base_{k}": float(v) for k, v in evaluation["base"].items()})
+        _log_loss_curve(run.info.run_id, adapter_dir / "loss.csv")
+        mlflow.log_artifacts(str(eval_dir), artifact_path="evaluation")
+        for name in ("train_config.json", "loss.csv", "train.json", "kohya_lora.safetensors"):
+            if (adapter_dir / name).exists():
+                mlflow.log_artifact(str(adapter_dir / name), artifact_path="training")
+        # The flavor copies a folder that holds only the diffusers-format adapter.
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(adapter_dir / ADAPTER_FILE, Path(tmp) / ADAPTER_FILE)
+            mlflow.diffusers.log_model(
+                tmp,
+                base_model=str(resolve_model(concept.base_model)),
+                name="adapter",
+                registered_model_name=concept.name,
+                pip_requirements=[
+                    f"diffusers=={diffusers.__version__}",
+                    f"peft=={peft.__version__}",
+                    f"transformers=={transformers.__version__}",
+                    f"torch=={torch.__version__.split('+')[0]}",
+                ],
+                metadata={"base_model": base, "adapter_sha256": adapter_sha},
+            )
+        return run.info.run_id
+
+
+def _log_loss_curve(run_id: str, path: Path) -> None:
+    """The loss curve as one metric history, in batches (one DB round trip per 1000 points)."""
+    import csv
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    with open(path) as f:
+        points = [Metric("train_loss", float(r["loss"]), now, int(r["step"])) for r in csv.DictReader(f)]
+    for start in range(0, len(points), 1000):
+        MlflowClient().log_batch(run_id, metrics=points[start : start + 1000])
