@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny real models built once per session, a sample concept, fast params.
+
+Nothing here is mocked: the models are real diffusers/transformers/open_clip classes with random
+weights, built from configs and loaded through from_pretrained like any hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_dir(tmp_path_factory) -> Path:
+    """Tiny models are built once per test session (fixed seeds) into a temporary folder."""
+    folder = Path(os.environ.get("CONCEPTLAB_TEST_MODELS_DIR") or tmp_path_factory.mktemp("models"))
+    os.environ["CONCEPTLAB_MODELS_DIR"] = str(folder)
+    return folder
+
+
+@pytest.fixture
+def concept_dir(tmp_path) -> Path:
+    from components.samples import write_sample_concept
+
+    write_sample_concept(tmp_path / "concept")
+    return tmp_path / "concept"
+
+
+FAST_PARAMS = """\
+curate: {min_images: 3}
+prior: {num_images: 4, steps: 4, batch_size: 4}
+train: {max_steps: 6, batch_size: 1, learning_rate: 0.005, rank: 4, alpha: 8, checkpoint_every: 2,
+        checkpoints_total_limit: 2}
+evaluate: {seeds: [0, 1], steps: 4, prompts: ["a photo of {instance}", "{instance} on the beach"],
+           class_prompts: ["a photo of a {class_noun}"]}
+"""
+
+
+@pytest.fixture
+def params_file(tmp_path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(FAST_PARAMS + f"registry: {{tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n")
+    return path
+
+
+@pytest.fixture
+def cfg(concept_dir, params_file):
+    from components.config import load_config
+
+    return load_config(concept_dir / "concept.yaml", params_file)
+
+
+@pytest.fixture
+def layout(tmp_path, cfg):
+    from components.layout import ConceptLayout
+
+    return ConceptLayout(tmp_path / "work", cfg.concept.name)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP endpoint on loopback (moto's server mode)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """boto3 pointed at the moto endpoint through the standard environment variables."""
+    import boto3
+
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("s3")
