@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from components import pipeline
@@ -26,7 +27,7 @@ from components.train_checkpoints import CheckpointMismatch
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged,
                FileNotFoundError)
@@ -45,7 +46,7 @@ def _guard(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except USER_ERRORS as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -57,7 +58,7 @@ def curate(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_di
     console.print(f"curate: {result.accepted} accepted, {result.rejected} rejected -> {layout.curated}")
     for e in result.entries:
         if e.status == "rejected":
-            console.print(f"  [yellow]rejected[/] {e.source}: {e.reason}")
+            console.print("  [yellow]rejected[/]", escape(f"{e.source}: {e.reason}"), soft_wrap=True)
 
 
 @app.command()
@@ -151,7 +152,9 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
 
 @app.command()
 def demo(
-    concept: ConceptArg = Path("concepts/toy-robot/concept.yaml"),
+    concept: Annotated[Path, typer.Option(help="sample concept file (written if missing)")] = Path(
+        "concepts/toy-robot/concept.yaml"
+    ),
     params: ParamsOpt = Path("params.yaml"),
     work_dir: WorkOpt = Path("work"),
 ):

@@ -148,8 +148,27 @@ def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, li
                     f"torch=={torch.__version__.split('+')[0]}",
                 ],
                 metadata={"base_model": base, "adapter_sha256": adapter_sha},
+                signature=_signature(int(train_config["resolution"])),
             )
         return run.info.run_id
+
+
+def _signature(resolution: int):
+    """The flavor's prompt -> PNG signature, with the adapter's own resolution as default size."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(type=DataType.string, name="prompt")]),
+        outputs=Schema([ColSpec(type=DataType.binary, name="image")]),
+        params=ParamSchema([
+            ParamSpec(name="num_inference_steps", dtype=DataType.integer, default=30),
+            ParamSpec(name="guidance_scale", dtype=DataType.double, default=7.5),
+            ParamSpec(name="height", dtype=DataType.integer, default=resolution),
+            ParamSpec(name="width", dtype=DataType.integer, default=resolution),
+            ParamSpec(name="negative_prompt", dtype=DataType.string, default=""),
+        ]),
+    )
 
 
 def _log_loss_curve(run_id: str, path: Path) -> None:

@@ -1,0 +1,98 @@
+"""The `conceptlab` command line end to end, as a person runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from components.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_every_command_has_help():
+    for command in ("curate", "caption", "prior", "train", "evaluate", "register", "run", "demo", "models"):
+        result = cli(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_stage_by_stage_chain(concept_dir, params_file, tmp_path):
+    concept, work = concept_dir / "concept.yaml", tmp_path / "work"
+    (concept_dir / "photos" / "notes.txt").write_text("not a photo")
+    common = ["--params", params_file, "--work-dir", work]
+
+    curate = cli("curate", concept, *common)
+    assert curate.exit_code == 0
+    assert "6 accepted, 1 rejected" in curate.output and "notes.txt: not an image" in curate.output
+    assert cli("caption", concept, *common).exit_code == 0
+    assert "generated 4 class images" in cli("prior", concept, *common).output
+    assert "train: 6 steps" in cli("train", concept, *common).output
+    assert cli("train", concept, *common, "--resume").exit_code == 0
+    assert "clip_i" in cli("evaluate", concept, *common).output
+    assert "registered toy-robot v1 @challenger" in cli("register", concept, *common).output
+    assert "already registered as toy-robot v1" in cli("register", concept, *common).output
+
+
+def test_bad_config_is_one_clear_error(concept_dir, tmp_path):
+    params = tmp_path / "bad.yaml"
+    params.write_text("train:\n  max_step: 10\n")
+    result = cli("curate", concept_dir / "concept.yaml", "--params", params, "--work-dir", tmp_path / "w")
+    assert result.exit_code == 2
+    assert "bad.yaml: key 'train.max_step'" in result.output and "Traceback" not in result.output
+
+
+def test_too_few_photos_exit_code_and_message(concept_dir, params_file, tmp_path):
+    for photo in sorted((concept_dir / "photos").iterdir())[1:]:
+        photo.unlink()
+    result = cli("curate", concept_dir / "concept.yaml", "--params", params_file, "--work-dir", tmp_path / "w")
+    assert result.exit_code == 2 and "only 1 photo(s) accepted" in result.output
+
+
+def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
+    concept = concept_dir / "concept.yaml"
+    concept.write_text(concept.read_text().replace("base_model: tiny-sd", "base_model: nobody/no-such-model"))
+    result = cli("curate", concept, "--params", params_file, "--work-dir", tmp_path / "w")
+    assert result.exit_code == 2
+    assert "nobody/no-such-model" in result.output and "HF_HUB_OFFLINE" in result.output
+
+
+@pytest.mark.slow
+def test_demo_command_registers_a_challenger_whose_adapter_changes_the_output(tmp_path):
+    """The README's demo, as a subprocess in a fresh folder, with the repository's params.yaml."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    concept = tmp_path / "concepts" / "toy-robot" / "concept.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.cli", "demo", "--concept", str(concept),
+         "--params", str(ROOT / "params.yaml"), "--work-dir", str(tmp_path / "work")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "models:/toy-robot@challenger" in proc.stderr and "mlflow ui" in proc.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    version = client.get_model_version_by_alias("toy-robot", "challenger")
+    assert version.version in (1, "1")
+
+    from components.base_model import load_pipeline
+
+    adapter = tmp_path / "work" / "toy-robot" / "adapter"
+
+    def render(pipe):
+        return pipe("a photo of sks robot", num_inference_steps=10, height=64, width=64, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    pipe = load_pipeline("tiny-sd")
+    base = render(pipe)
+    pipe.load_lora_weights(adapter)
+    assert np.abs(render(pipe) - base).max() > 1e-3, "the trained adapter changes the output"
