@@ -25,6 +25,17 @@ from components.train import TrainingDiverged
 from components.train_checkpoints import CheckpointMismatch
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Library chatter (MLflow INFO lines, load reports) hides the stage summaries a person reads."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
 models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True, soft_wrap=True)
