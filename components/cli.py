@@ -163,20 +163,35 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
 
 @app.command()
 def demo(
-    concept: Annotated[Path, typer.Option(help="sample concept file (written if missing)")] = Path(
-        "concepts/toy-robot/concept.yaml"
-    ),
-    params: ParamsOpt = Path("params.yaml"),
-    work_dir: WorkOpt = Path("work"),
+    concept: Annotated[str, typer.Option(help="concept folder under concepts/")] = "toy-robot",
+    repo: Annotated[Path, typer.Option(help="the conceptlab git + DVC repository")] = Path("."),
 ):
-    """The whole pipeline on the bundled sample concept and the embedded tiny base model."""
-    if not concept.exists():
+    """The sample concept through the Prefect flows train-concept and promote (DVC + MLflow)."""
+    from flows.demo import run_demo
+
+    concept_dir = repo / "concepts" / concept
+    if not (concept_dir / "concept.yaml").exists():
         from components.samples import write_sample_concept
 
-        write_sample_concept(concept.parent)
-        console.print(f"wrote the sample concept to {concept.parent}")
+        write_sample_concept(concept_dir)
+        console.print(f"wrote the sample concept to {concept_dir}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
-    _run_chain(concept, params, work_dir, resume=False)
+    result = _guard(run_demo, repo.resolve(), concept)
+    trained, verdict = result["trained"], result["verdict"]
+    reg = trained["registration"]
+    console.print(f"DVC ran: {', '.join(trained['ran']) or 'nothing'}; skipped: {', '.join(trained['skipped']) or 'nothing'}")
+    console.print(f"DVC remote: {result['remote']} (pushed)")
+    console.print(f"registry: {reg['model_name']} v{reg['version']} @challenger, run {reg['run_id']}")
+    outcome = "promoted to @champion" if verdict["promoted"] else ("already @champion" if verdict["passed"] else "refused")
+    console.print(f"gate vs {verdict['reference']}: {outcome}")
+    for check in verdict["checks"]:
+        console.print(f"  {'pass' if check['passed'] else 'FAIL'} {check['detail']}")
+    layout = ConceptLayout(repo / "work", concept)
+    console.print(f"adapter:  {layout.adapter / 'pytorch_lora_weights.safetensors'}")
+    console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
+    console.print(f"MLflow UI:  uv run mlflow ui --backend-store-uri {reg['tracking_uri']}")
+    console.print("Prefect UI: uv run prefect server start   (then open http://127.0.0.1:4200)")
+    console.print(f"flows took {result['seconds']:.1f} s")
 
 
 @models_app.command("build")

@@ -110,7 +110,17 @@ class RegisterParams(_Strict):
     alias: str = "challenger"
 
 
+class PromotionParams(_Strict):
+    """The promotion gate: the challenger against the champion (or the base model when there is none),
+    on the same evaluation prompts and seeds."""
+
+    clip_i_margin: float = Field(0.01, ge=0, description="CLIP-I may be at most this much below the reference")
+    clip_t_margin: float = Field(0.01, ge=0, description="CLIP-T may be at most this much below the reference")
+    max_prior_drift: float = Field(0.25, ge=0, description="class-prompt drift from the base model, at most")
+
+
 class Params(_Strict):
+    concepts: list[str] = Field([], description="concept folders under concepts/ that DVC and retrain run")
     resolution: int | None = Field(None, ge=8, description="None: the base model's native resolution")
     curate: CurateParams = CurateParams()
     caption: CaptionParams = CaptionParams()
@@ -118,6 +128,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvalParams = EvalParams()
     registry: RegisterParams = RegisterParams()
+    promotion: PromotionParams = PromotionParams()
 
 
 class Concept(_Strict):

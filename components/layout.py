@@ -26,11 +26,12 @@ class ConceptLayout:
 
     @property
     def prior(self) -> Path:
-        """Small pointer file naming the shared, content-addressed class-prior folder."""
-        return self.root / "prior.json"
+        """This concept's class images (hard links into the shared folder below): what DVC versions."""
+        return self.root / "prior"
 
     @property
     def priors_root(self) -> Path:
+        """Shared, content-addressed class-prior folders: a local cache reused by every concept."""
         return self.work_dir / "priors"
 
     @property

@@ -38,9 +38,9 @@ def run_prior(cfg: ResolvedConfig, layout: ConceptLayout) -> PriorResult:
 
 
 def prior_folder(layout: ConceptLayout) -> Path:
-    if not layout.prior.exists():
-        raise FileNotFoundError(f"{layout.prior} is missing: run the `prior` stage first")
-    return layout.priors_root / read_json(layout.prior)["folder"]
+    if not (layout.prior / "manifest.json").exists():
+        raise FileNotFoundError(f"{layout.prior / 'manifest.json'} is missing: run the `prior` stage first")
+    return layout.prior
 
 
 def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: bool = False) -> TrainResult:
@@ -66,8 +66,8 @@ def lineage(layout: ConceptLayout) -> dict[str, str]:
         "curated_manifest_sha256": sha256_file(layout.curated / "manifest.json"),
         "captions_sha256": sha256_file(layout.captions / "captions.json"),
     }
-    if layout.prior.exists():
-        out["prior_key"] = read_json(layout.prior)["key"]
+    if (layout.prior / "manifest.json").exists():
+        out["prior_key"] = read_json(layout.prior / "manifest.json")["key"]
     return out
 
 

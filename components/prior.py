@@ -4,10 +4,12 @@ Any concept of the same class, base model and settings reuses the folder (nothin
 twice); changing any input (model content, prompt, seeds, sampler, steps, ...) gives a new folder,
 so stale images are never reused -- the reference DreamBooth script only counts files. A folder is
 written under a temporary name and renamed when complete, so an interrupted run is never reused.
+Each concept gets its own view of the folder (hard links, no copies) for DVC to version.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -48,9 +50,9 @@ def prior_inputs(base_model: str, class_noun: str, params: PriorParams, resoluti
 
 
 def generate_priors(
-    base_model: str, class_noun: str, params: PriorParams, resolution: int, priors_root: Path, pointer: Path
+    base_model: str, class_noun: str, params: PriorParams, resolution: int, priors_root: Path, out_dir: Path
 ) -> PriorResult:
-    """Ensures the class-prior folder exists and writes ``pointer`` (the concept's link to it)."""
+    """Ensures the shared class-prior folder exists and links its images into ``out_dir``."""
     inputs = prior_inputs(base_model, class_noun, params, resolution)
     key = sha256_json(inputs)[:16]
     folder = priors_root / f"{slugify(class_noun)}-{key}"
@@ -59,8 +61,20 @@ def generate_priors(
         result = PriorResult.read(manifest).model_copy(update={"reused": True})
     else:
         result = _generate_folder(base_model, inputs, params, resolution, folder, key)
-    write_json(pointer, result.model_dump(mode="json"))
+    _link_tree(folder, out_dir)
+    write_json(out_dir / "manifest.json", result.model_dump(mode="json"))
     return result
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-links src's images into dst (copies across file systems)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    (dst / "images").mkdir(parents=True)
+    for image in (src / "images").iterdir():
+        try:
+            os.link(image, dst / "images" / image.name)
+        except OSError:
+            shutil.copy2(image, dst / "images" / image.name)
 
 
 def _generate_folder(base_model, inputs, params, resolution, folder: Path, key: str) -> PriorResult:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from components.base_model import model_identity, resolve_model
 from components.config import Concept, RegisterParams
-from components.io import StageResult, read_json, sha256_file
+from components.io import StageResult, read_json, sha256_file, sha256_json
 from components.lora import ADAPTER_FILE
 
 TAG = "conceptlab"
@@ -32,12 +32,28 @@ class RegisterResult(StageResult):
     created: bool
 
 
+def resolve_tracking_uri(configured: str, base_dir: Path) -> str:
+    """$MLFLOW_TRACKING_URI wins (team servers); a relative SQLite path is taken from ``base_dir``."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((base_dir / uri[len(prefix):]).resolve())
+    return uri
+
+
 def git_commit(cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def eval_settings_sha256(evaluation: dict) -> str:
+    settings = {k: v for k, v in evaluation["settings"].items() if k != "instance_images"}
+    return sha256_json({"settings": settings, "clip_model": evaluation["clip_model"]})
 
 
 def _flatten(prefix: str, obj, out: dict[str, str]) -> dict[str, str]:
@@ -117,6 +133,8 @@ def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, li
         f"{TAG}.base_model_revision": base.get("revision", ""),
         f"{TAG}.git_commit": git_commit(),
         f"{TAG}.train_inputs_sha256": train_config["inputs_sha256"],
+        # The gate compares numbers only between evaluations made with identical settings.
+        f"{TAG}.eval_settings_sha256": eval_settings_sha256(evaluation),
         **{f"{TAG}.{k}": str(v) for k, v in lineage.items()},
     }
     with mlflow.start_run(run_name=f"{concept.name}-{adapter_sha[:8]}", tags=tags) as run:

@@ -7,23 +7,23 @@ PARAMS = PriorParams(num_images=3, steps=3, batch_size=2)
 
 
 def test_generates_then_reuses_for_a_second_concept(tmp_path):
-    first = generate_priors("tiny-sd", "robot", PARAMS, 64, tmp_path / "priors", tmp_path / "a" / "prior.json")
+    first = generate_priors("tiny-sd", "robot", PARAMS, 64, tmp_path / "priors", tmp_path / "a" / "prior")
     folder = tmp_path / "priors" / first.folder
     images = sorted((folder / "images").iterdir())
     assert not first.reused and len(images) == 3
     assert [i.seed for i in first.images] == [0, 1, 2]
     mtimes = [p.stat().st_mtime_ns for p in images]
 
-    second = generate_priors("tiny-sd", "robot", PARAMS, 64, tmp_path / "priors", tmp_path / "b" / "prior.json")
+    second = generate_priors("tiny-sd", "robot", PARAMS, 64, tmp_path / "priors", tmp_path / "b" / "prior")
 
     assert second.reused and second.folder == first.folder
     assert [p.stat().st_mtime_ns for p in sorted((folder / "images").iterdir())] == mtimes
-    assert (tmp_path / "b" / "prior.json").exists()
+    assert (tmp_path / "b" / "prior").exists()
 
 
 def test_any_changed_input_gives_a_new_folder(tmp_path):
     root = tmp_path / "priors"
-    base = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "p.json")
+    base = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "view")
     changes = [
         ("tiny-sd", "robot", PARAMS.model_copy(update={"steps": 4}), 64),
         ("tiny-sd", "robot", PARAMS.model_copy(update={"seed": 5}), 64),
@@ -35,7 +35,7 @@ def test_any_changed_input_gives_a_new_folder(tmp_path):
     ]
     folders = {base.folder}
     for model, noun, params, res in changes:
-        result = generate_priors(model, noun, params, res, root, tmp_path / "p.json")
+        result = generate_priors(model, noun, params, res, root, tmp_path / "view")
         assert not result.reused
         folders.add(result.folder)
     assert len(folders) == len(changes) + 1
@@ -43,10 +43,10 @@ def test_any_changed_input_gives_a_new_folder(tmp_path):
 
 def test_an_interrupted_folder_is_not_reused(tmp_path):
     root = tmp_path / "priors"
-    done = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "p.json")
+    done = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "view")
     folder = root / done.folder
     (folder / "manifest.json").rename(folder.with_name(folder.name + ".partial-manifest"))  # as if cut short
-    again = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "p.json")
+    again = generate_priors("tiny-sd", "robot", PARAMS, 64, root, tmp_path / "view")
     assert not again.reused and (folder / "manifest.json").exists()
 
 
@@ -54,8 +54,8 @@ def test_seeded_per_image_so_batching_does_not_matter(tmp_path):
     import numpy as np
     from PIL import Image
 
-    a = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 1}), 64, tmp_path / "a", tmp_path / "a.json")
-    b = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 3}), 64, tmp_path / "b", tmp_path / "b.json")
+    a = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 1}), 64, tmp_path / "a", tmp_path / "av")
+    b = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 3}), 64, tmp_path / "b", tmp_path / "bv")
     for ia, ib in zip(a.images, b.images):
         pa = np.asarray(Image.open(tmp_path / "a" / a.folder / ia.file), dtype=int)
         pb = np.asarray(Image.open(tmp_path / "b" / b.folder / ib.file), dtype=int)

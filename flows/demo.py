@@ -1,0 +1,32 @@
+"""The demo: the sample concept through train_concept and promote on the embedded defaults
+(Prefect's ephemeral server, MLflow on SQLite, a local DVC remote)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flows import dvc_repo
+
+DEFAULT_REMOTE_DIR = Path.home() / ".cache" / "conceptlab" / "dvc-remote"
+
+
+def ensure_dvc_remote(repo: Path) -> str:
+    """Uses the repository's default DVC remote; without one, adds a local one (in .dvc/config.local)."""
+    current = dvc_repo.dvc(repo, "remote", "default").strip()
+    if current and "No default remote" not in current:
+        return current.splitlines()[-1].strip()
+    DEFAULT_REMOTE_DIR.mkdir(parents=True, exist_ok=True)
+    dvc_repo.dvc(repo, "remote", "add", "--local", "--default", "--force", "local", str(DEFAULT_REMOTE_DIR))
+    return "local"
+
+
+def run_demo(repo: Path, concept: str) -> dict:
+    from flows.promote import promote
+    from flows.train_concept import train_concept
+
+    remote = ensure_dvc_remote(repo)
+    started = time.time()
+    trained = train_concept(concept, repo=str(repo))
+    verdict = promote(concept, repo=str(repo))
+    return {"remote": remote, "trained": trained, "verdict": verdict, "seconds": time.time() - started}

@@ -1,0 +1,45 @@
+"""Markdown and table artifacts for the Prefect UI."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+
+def champion_metrics(tracking_uri: str, model_name: str) -> tuple[str | None, dict[str, float]]:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        return None, {}
+    return str(version.version), client.get_run(version.run_id).data.metrics
+
+
+def metrics_rows(ctx, evaluation) -> list[dict]:
+    version, champion = champion_metrics(ctx.tracking_uri, ctx.cfg.concept.name)
+    rows = []
+    for name in ("clip_i", "clip_t", "diversity", "prior_drift"):
+        rows.append({
+            "metric": name,
+            "challenger": round(evaluation.metrics[name], 4),
+            "base": round(evaluation.base[name], 4) if name in evaluation.base else None,
+            f"champion (v{version})" if version else "champion": round(champion[name], 4) if name in champion else None,
+        })
+    return rows
+
+
+def report_markdown(ctx, evaluation, registration, report) -> str:
+    rows = "\n".join(
+        f"| {r['metric']} | {r['challenger']} | {r['base']} |" for r in metrics_rows(ctx, evaluation)
+    )
+    return f"""# {ctx.cfg.concept.name}: model version {registration.version} (`{registration.alias}`)
+
+DVC ran: {', '.join(report.ran) or 'nothing (all stages unchanged)'}; skipped: {', '.join(report.skipped) or 'none'}.
+
+| metric | adapter | base |
+|---|---|---|
+{rows}
+
+- Registry: `{registration.model_uri}` (run `{registration.run_id}`) at `{registration.tracking_uri}`
+- Report: `{ctx.layout.evaluation / 'report.md'}`, grid `{ctx.layout.evaluation / 'grid.png'}`
+"""

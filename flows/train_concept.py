@@ -1,0 +1,68 @@
+"""train_concept: DVC runs the concept's stages (and skips what is unchanged), then the outputs are
+pushed to the DVC remote, the adapter is registered in MLflow with lineage, and Prefect artifacts
+report the metrics. A failed stage raises before anything is registered."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from components.pipeline import lineage, run_register
+from flows import dvc_repo
+from flows.common import ConceptContext, concept_context
+from flows.report import metrics_rows, report_markdown
+
+NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.2)
+
+
+@task(cache_policy=NO_CACHE, tags=["dvc-repo"], timeout_seconds=6 * 3600)
+def reproduce(ctx: ConceptContext) -> dvc_repo.ReproReport:
+    report = dvc_repo.repro(ctx.repo, ctx.cfg.concept.name)
+    logger = get_run_logger()
+    logger.info("ran: %s; skipped: %s", report.ran or "nothing", report.skipped or "nothing")
+    return report
+
+
+@task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
+def push(ctx: ConceptContext, remote: str | None) -> None:
+    dvc_repo.push(ctx.repo, remote)
+
+
+@task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def register(ctx: ConceptContext):
+    extra = {**lineage(ctx.layout), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
+    extra["prefect_flow_run_id"] = str(flow_run.get_id() or "")
+    from components.register import register as register_stage
+
+    result = register_stage(ctx.cfg.concept, ctx.layout.adapter, ctx.layout.evaluation, ctx.cfg.params.registry, extra)
+    result.write(ctx.layout.registration)
+    return result
+
+
+@task(cache_policy=NO_CACHE)
+def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> None:
+    from components.evaluate import EvalResult
+
+    evaluation = EvalResult.read(ctx.layout.evaluation / "metrics.json")
+    key = ctx.cfg.concept.name.lower()
+    create_markdown_artifact(
+        key=f"{key}-report", markdown=report_markdown(ctx, evaluation, registration, report),
+        description=f"conceptlab run of {ctx.cfg.concept.name}",
+    )
+    create_table_artifact(key=f"{key}-metrics", table=metrics_rows(ctx, evaluation),
+                          description="challenger vs base model vs current champion")
+
+
+@flow(name="train-concept", log_prints=True)
+def train_concept(concept: str, repo: str = ".", remote: str | None = None, push_outputs: bool = True):
+    """Reproduce, push, register (alias challenger) and report one concept."""
+    ctx = concept_context(repo, concept)
+    report = reproduce(ctx)
+    if push_outputs:
+        push(ctx, remote)
+    registration = register(ctx)
+    publish(ctx, registration, report)
+    return {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
