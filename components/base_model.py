@@ -12,12 +12,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from components.errors import ModelNotAvailable
 from components.io import sha256_file, sha256_json
 from components.tiny_models import TINY_MODEL_NAMES, ensure_tiny_model
-
-
-class ModelNotAvailable(RuntimeError):
-    """The named model is neither a built-in tiny model, a local folder, nor in the local hub cache."""
 
 
 def models_dir() -> Path:

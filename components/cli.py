@@ -17,12 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from components import pipeline
-from components.base_model import ModelNotAvailable, models_dir
+from components.base_model import models_dir
 from components.config import ConfigError, ResolvedConfig, load_config
-from components.curate import NotEnoughImages
+from components.errors import CheckpointMismatch, ModelNotAvailable, NotEnoughImages, TrainingDiverged
 from components.layout import ConceptLayout
-from components.train import TrainingDiverged
-from components.train_checkpoints import CheckpointMismatch
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -30,18 +28,15 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 @app.callback()
 def _quiet_libraries() -> None:
     """Library chatter (MLflow INFO lines, load reports) hides the stage summaries a person reads."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    for var in ("MLFLOW_LOGGING_LEVEL", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(var, "WARNING" if var.startswith("MLFLOW") else "error")
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+
 models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True, soft_wrap=True)
 
-USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged,
-               FileNotFoundError)
+USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged, FileNotFoundError)
 
 ConceptArg = Annotated[Path, typer.Argument(help="the concept's YAML file", exists=False)]
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="stage defaults (params.yaml)")]
@@ -168,6 +163,7 @@ def demo(
 ):
     """The sample concept through the Prefect flows train-concept and promote (DVC + MLflow)."""
     from flows.demo import run_demo
+    from flows.dvc_repo import DvcError
 
     concept_dir = repo / "concepts" / concept
     if not (concept_dir / "concept.yaml").exists():
@@ -176,13 +172,21 @@ def demo(
         write_sample_concept(concept_dir)
         console.print(f"wrote the sample concept to {concept_dir}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
-    result = _guard(run_demo, repo.resolve(), concept)
+    try:
+        result = _guard(run_demo, repo.resolve(), concept)
+    except DvcError as exc:
+        console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(2) from exc
     trained, verdict = result["trained"], result["verdict"]
     reg = trained["registration"]
-    console.print(f"DVC ran: {', '.join(trained['ran']) or 'nothing'}; skipped: {', '.join(trained['skipped']) or 'nothing'}")
+    console.print(
+        f"DVC ran: {', '.join(trained['ran']) or 'nothing'}; skipped: {', '.join(trained['skipped']) or 'nothing'}"
+    )
     console.print(f"DVC remote: {result['remote']} (pushed)")
     console.print(f"registry: {reg['model_name']} v{reg['version']} @challenger, run {reg['run_id']}")
-    outcome = "promoted to @champion" if verdict["promoted"] else ("already @champion" if verdict["passed"] else "refused")
+    outcome = (
+        "promoted to @champion" if verdict["promoted"] else ("already @champion" if verdict["passed"] else "refused")
+    )
     console.print(f"gate vs {verdict['reference']}: {outcome}")
     for check in verdict["checks"]:
         console.print(f"  {'pass' if check['passed'] else 'FAIL'} {check['detail']}")

@@ -21,13 +21,10 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from components.config import CurateParams
+from components.errors import NotEnoughImages
 from components.io import StageResult, sha256_bytes, slugify
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
-
-class NotEnoughImages(RuntimeError):
-    """Fewer photos survived curation than the configured minimum."""
 
 
 class RawPhoto(BaseModel):

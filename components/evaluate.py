@@ -55,7 +55,9 @@ def evaluate(
     resolution: int,
     out_dir: Path,
 ) -> EvalResult:
-    concept_prompts = [p.format(instance=concept.instance_phrase, class_noun=concept.class_noun) for p in params.prompts]
+    concept_prompts = [
+        p.format(instance=concept.instance_phrase, class_noun=concept.class_noun) for p in params.prompts
+    ]
     # CLIP does not know the identifier: score against the prompt with the class noun alone.
     scored_texts = [p.format(instance=concept.class_noun, class_noun=concept.class_noun) for p in params.prompts]
     class_prompts = [p.format(class_noun=concept.class_noun) for p in params.class_prompts]
@@ -100,8 +102,11 @@ def evaluate(
         for i, (img, seed) in enumerate(zip(images, seeds, strict=True)):
             img.save(staging / "samples" / f"{label}-{i:03d}-seed{seed}.png")
     grid_columns = [g[0] for g in c_groups] + list(range(n, len(prompts), len(params.seeds)))
-    make_grid([base_images[i] for i in grid_columns], [adapter_images[i] for i in grid_columns],
-              [prompts[i] for i in grid_columns]).save(staging / "grid.png")
+    make_grid(
+        [base_images[i] for i in grid_columns],
+        [adapter_images[i] for i in grid_columns],
+        [prompts[i] for i in grid_columns],
+    ).save(staging / "grid.png")
     settings = {
         **params.model_dump(mode="json"),
         "resolution": resolution,
@@ -110,8 +115,12 @@ def evaluate(
         "generated_prompts": prompts,
     }
     result = EvalResult(
-        metrics=metrics, base=scores["base"], adapter=scores["adapter"], settings=settings,
-        clip_model=scorer.identity(), formulas=FORMULAS,
+        metrics=metrics,
+        base=scores["base"],
+        adapter=scores["adapter"],
+        settings=settings,
+        clip_model=scorer.identity(),
+        formulas=FORMULAS,
         adapter_sha256=sha256_file(adapter_dir / "pytorch_lora_weights.safetensors"),
     )
     result.write(staging / "metrics.json")
@@ -142,21 +151,25 @@ def render_report(result: EvalResult, concept: Concept) -> str:
         for name in ("clip_i", "clip_t", "diversity")
     )
     s = result.settings
-    return f"""# Evaluation: {concept.name} ({concept.instance_phrase})
+    return (
+        f"""# Evaluation: {concept.name} ({concept.instance_phrase})
 
-Base model `{s['base_model']['name']}` (sha256 {s['base_model']['sha256'][:12]}), CLIP model
-`{result.clip_model['name']}` (sha256 {result.clip_model['sha256'][:12]}). Same prompts and seeds
-for both rows: {len(s['prompts'])} concept prompts and {len(s['class_prompts'])} class prompts x seeds
-{s['seeds']}, {s['scheduler']} sampler, {s['steps']} steps, guidance {s['guidance_scale']}, {s['resolution']} px.
+Base model `{s["base_model"]["name"]}` (sha256 {s["base_model"]["sha256"][:12]}), CLIP model
+`{result.clip_model["name"]}` (sha256 {result.clip_model["sha256"][:12]}). Same prompts and seeds
+for both rows: {len(s["prompts"])} concept prompts and {len(s["class_prompts"])} class prompts x seeds
+{s["seeds"]}, {s["scheduler"]} sampler, {s["steps"]} steps, guidance {s["guidance_scale"]}, {s["resolution"]} px.
 
 | metric | base | adapter | change |
 |---|---|---|---|
 {rows}
 
-Prior drift (class-only prompts, base vs adapter at the same seeds): **{result.metrics['prior_drift']:.4f}**.
-Real instance images among themselves: CLIP-I {result.metrics['real_images_clip_i']:.4f}.
+Prior drift (class-only prompts, base vs adapter at the same seeds): **{result.metrics["prior_drift"]:.4f}**.
+Real instance images among themselves: CLIP-I {result.metrics["real_images_clip_i"]:.4f}.
 
 ![base vs adapter](grid.png)
 
-Formulas: raw cosines of `{result.clip_model['name']}` embeddings.
-""" + "\n".join(f"- {k}: {v}" for k, v in result.formulas.items()) + "\n"
+Formulas: raw cosines of `{result.clip_model["name"]}` embeddings.
+"""
+        + "\n".join(f"- {k}: {v}" for k, v in result.formulas.items())
+        + "\n"
+    )

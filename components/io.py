@@ -12,6 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' load_lora_weights looks for
+KOHYA_FILE = "kohya_lora.safetensors"
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

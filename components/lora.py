@@ -13,9 +13,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from components.config import TrainParams
-
-ADAPTER_FILE = "pytorch_lora_weights.safetensors"
-KOHYA_FILE = "kohya_lora.safetensors"
+from components.io import ADAPTER_FILE, KOHYA_FILE
 
 # Attention projections by text-encoder family (CLIP for SD1.x/2.x/XL, BERT for Taiyi-style models).
 _TEXT_ENCODER_TARGETS = {
@@ -91,9 +89,7 @@ def save_adapter(out_dir: Path, unet, text_encoder, params: TrainParams) -> Path
         unet_lora_layers=unet_layers,
         text_encoder_lora_layers=te_layers,
         unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-        text_encoder_lora_adapter_metadata=(
-            text_encoder.peft_config["default"].to_dict() if te_layers else None
-        ),
+        text_encoder_lora_adapter_metadata=(text_encoder.peft_config["default"].to_dict() if te_layers else None),
         weight_name=ADAPTER_FILE,
         safe_serialization=True,
     )

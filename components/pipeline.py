@@ -1,21 +1,25 @@
 """Runs one stage for one concept: resolves the config and the layout into a stage function's
-arguments. The CLI, the DVC stages (through the CLI) and the demo all go through here, so each
-stage is wired exactly once."""
+arguments. The CLI, the DVC stages (through the CLI) and the flows all go through here, so each
+stage is wired exactly once. Stage modules are imported inside each function: a DVC stage is one
+CLI process, and `curate` should not pay for importing peft and diffusers."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.base_model import native_resolution, resolve_model
-from components.caption import CaptionResult, caption
 from components.config import ResolvedConfig
-from components.curate import CurateResult, curate
-from components.evaluate import EvalResult, evaluate
 from components.io import read_json, sha256_file
 from components.layout import ConceptLayout
-from components.prior import PriorResult, generate_priors
-from components.register import RegisterResult, register
-from components.train import TrainResult, load_train_data, train
+
+if TYPE_CHECKING:
+    from components.caption import CaptionResult
+    from components.curate import CurateResult
+    from components.evaluate import EvalResult
+    from components.prior import PriorResult
+    from components.register import RegisterResult
+    from components.train import TrainResult
 
 STAGES = ("curate", "caption", "prior", "train", "evaluate", "register")
 
@@ -25,16 +29,24 @@ def resolution(cfg: ResolvedConfig) -> int:
 
 
 def run_curate(cfg: ResolvedConfig, layout: ConceptLayout) -> CurateResult:
+    from components.curate import curate
+
     return curate(cfg.concept.photos, layout.curated, cfg.params.curate, resolution(cfg))
 
 
 def run_caption(cfg: ResolvedConfig, layout: ConceptLayout) -> CaptionResult:
+    from components.caption import caption
+
     return caption(layout.curated, layout.captions, cfg.params.caption, cfg.concept)
 
 
 def run_prior(cfg: ResolvedConfig, layout: ConceptLayout) -> PriorResult:
+    from components.prior import generate_priors
+
     c = cfg.concept
-    return generate_priors(c.base_model, c.class_noun, cfg.params.prior, resolution(cfg), layout.priors_root, layout.prior)
+    return generate_priors(
+        c.base_model, c.class_noun, cfg.params.prior, resolution(cfg), layout.priors_root, layout.prior
+    )
 
 
 def prior_folder(layout: ConceptLayout) -> Path:
@@ -44,18 +56,31 @@ def prior_folder(layout: ConceptLayout) -> Path:
 
 
 def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: bool = False) -> TrainResult:
+    from components.train import load_train_data, train
+
     use_prior = cfg.params.train.with_prior_preservation
     data = load_train_data(
-        cfg.concept.base_model, resolution(cfg), layout.curated, layout.captions,
+        cfg.concept.base_model,
+        resolution(cfg),
+        layout.curated,
+        layout.captions,
         prior_folder(layout) if use_prior else None,
     )
     return train(data, cfg.params.train, layout.adapter, layout.checkpoints, resume=resume)
 
 
 def run_evaluate(cfg: ResolvedConfig, layout: ConceptLayout) -> EvalResult:
+    from components.curate import CurateResult
+    from components.evaluate import evaluate
+
     instance = CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)
     return evaluate(
-        cfg.concept.base_model, layout.adapter, instance, cfg.concept, cfg.params.evaluate, resolution(cfg),
+        cfg.concept.base_model,
+        layout.adapter,
+        instance,
+        cfg.concept,
+        cfg.params.evaluate,
+        resolution(cfg),
         layout.evaluation,
     )
 
@@ -72,6 +97,8 @@ def lineage(layout: ConceptLayout) -> dict[str, str]:
 
 
 def run_register(cfg: ResolvedConfig, layout: ConceptLayout) -> RegisterResult:
+    from components.register import register
+
     result = register(cfg.concept, layout.adapter, layout.evaluation, cfg.params.registry, lineage(layout))
     result.write(layout.registration)
     return result

@@ -44,12 +44,21 @@ def decide(challenger: dict[str, float], reference: dict[str, float], rule: Prom
     """The rule, as data: one check per metric, each with the numbers that decided it."""
     ci, ct, drift = challenger["clip_i"], challenger["clip_t"], challenger["prior_drift"]
     return [
-        Check(name="clip_i", passed=ci >= reference["clip_i"] - rule.clip_i_margin,
-              detail=f"CLIP-I {ci:.4f} vs reference {reference['clip_i']:.4f} (margin {rule.clip_i_margin})"),
-        Check(name="clip_t", passed=ct >= reference["clip_t"] - rule.clip_t_margin,
-              detail=f"CLIP-T {ct:.4f} vs reference {reference['clip_t']:.4f} (margin {rule.clip_t_margin})"),
-        Check(name="prior_drift", passed=drift <= rule.max_prior_drift,
-              detail=f"prior drift {drift:.4f} (at most {rule.max_prior_drift})"),
+        Check(
+            name="clip_i",
+            passed=ci >= reference["clip_i"] - rule.clip_i_margin,
+            detail=f"CLIP-I {ci:.4f} vs reference {reference['clip_i']:.4f} (margin {rule.clip_i_margin})",
+        ),
+        Check(
+            name="clip_t",
+            passed=ct >= reference["clip_t"] - rule.clip_t_margin,
+            detail=f"CLIP-T {ct:.4f} vs reference {reference['clip_t']:.4f} (margin {rule.clip_t_margin})",
+        ),
+        Check(
+            name="prior_drift",
+            passed=drift <= rule.max_prior_drift,
+            detail=f"prior drift {drift:.4f} (at most {rule.max_prior_drift})",
+        ),
     ]
 
 
@@ -89,32 +98,46 @@ def promote(
         checks = decide(challenger_numbers, ref_numbers, rule)
     else:
         reference = "champion"
-        ref_numbers, comparable = _champion_numbers(
-            client, tracking_uri, model_name, champion, challenger, reevaluate
+        ref_numbers, comparable = _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate)
+        checks = (
+            decide(challenger_numbers, ref_numbers, rule)
+            if comparable
+            else [
+                Check(
+                    name="comparable",
+                    passed=False,
+                    detail="the champion was evaluated with other settings and could not be re-evaluated",
+                )
+            ]
         )
-        checks = decide(challenger_numbers, ref_numbers, rule) if comparable else [Check(
-            name="comparable", passed=False,
-            detail="the champion was evaluated with other settings and could not be re-evaluated")]
 
     passed = all(c.passed for c in checks)
     promoted = passed and reference != "self"
     _record(client, model_name, challenger.version, reference, champion, checks, challenger_numbers, ref_numbers)
     if promoted:
-        client.set_model_version_tag(model_name, challenger.version, "gate.previous_champion",
-                                     champion.version if champion else "none")
+        client.set_model_version_tag(
+            model_name, challenger.version, "gate.previous_champion", champion.version if champion else "none"
+        )
         client.set_registered_model_alias(model_name, CHAMPION, challenger.version)
     return GateVerdict(
-        model_name=model_name, challenger_version=str(challenger.version), reference=reference,
-        champion_version=str(champion.version) if champion else None, passed=passed, promoted=promoted,
-        checks=checks, challenger=challenger_numbers, reference_metrics=ref_numbers,
+        model_name=model_name,
+        challenger_version=str(challenger.version),
+        reference=reference,
+        champion_version=str(champion.version) if champion else None,
+        passed=passed,
+        promoted=promoted,
+        checks=checks,
+        challenger=challenger_numbers,
+        reference_metrics=ref_numbers,
     )
 
 
 def _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate):
     settings_tag = "conceptlab.eval_settings_sha256"
     champion_metrics = _run_metrics(client, champion)
-    same = client.get_run(champion.run_id).data.tags.get(settings_tag) == \
-        client.get_run(challenger.run_id).data.tags.get(settings_tag)
+    same = client.get_run(champion.run_id).data.tags.get(settings_tag) == client.get_run(
+        challenger.run_id
+    ).data.tags.get(settings_tag)
     if same:
         return {k: champion_metrics[k] for k in GATED}, True
     if reevaluate is None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from components.base_model import model_identity, resolve_model
 from components.config import Concept, RegisterParams
-from components.io import StageResult, read_json, sha256_file, sha256_json
-from components.lora import ADAPTER_FILE
+from components.io import ADAPTER_FILE, StageResult, read_json, sha256_file, sha256_json
 
 TAG = "conceptlab"
 
@@ -38,8 +37,8 @@ def resolve_tracking_uri(configured: str, base_dir: Path) -> str:
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str((base_dir / uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str((base_dir / uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -139,10 +138,20 @@ def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, li
     }
     with mlflow.start_run(run_name=f"{concept.name}-{adapter_sha[:8]}", tags=tags) as run:
         params = _flatten("train", train_config["params"], {})
-        params.update({"concept.class_noun": concept.class_noun, "concept.instance_token": concept.instance_token,
-                       "resolution": str(train_config["resolution"])})
-        params.update(_flatten("eval", {k: v for k, v in evaluation["settings"].items()
-                                        if k not in ("generated_prompts", "base_model")}, {}))
+        params.update(
+            {
+                "concept.class_noun": concept.class_noun,
+                "concept.instance_token": concept.instance_token,
+                "resolution": str(train_config["resolution"]),
+            }
+        )
+        params.update(
+            _flatten(
+                "eval",
+                {k: v for k, v in evaluation["settings"].items() if k not in ("generated_prompts", "base_model")},
+                {},
+            )
+        )
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in evaluation["metrics"].items()})
         mlflow.log_metrics({f"base_{k}": float(v) for k, v in evaluation["base"].items()})
@@ -179,13 +188,15 @@ def _signature(resolution: int):
     return ModelSignature(
         inputs=Schema([ColSpec(type=DataType.string, name="prompt")]),
         outputs=Schema([ColSpec(type=DataType.binary, name="image")]),
-        params=ParamSchema([
-            ParamSpec(name="num_inference_steps", dtype=DataType.integer, default=30),
-            ParamSpec(name="guidance_scale", dtype=DataType.double, default=7.5),
-            ParamSpec(name="height", dtype=DataType.integer, default=resolution),
-            ParamSpec(name="width", dtype=DataType.integer, default=resolution),
-            ParamSpec(name="negative_prompt", dtype=DataType.string, default=""),
-        ]),
+        params=ParamSchema(
+            [
+                ParamSpec(name="num_inference_steps", dtype=DataType.integer, default=30),
+                ParamSpec(name="guidance_scale", dtype=DataType.double, default=7.5),
+                ParamSpec(name="height", dtype=DataType.integer, default=resolution),
+                ParamSpec(name="width", dtype=DataType.integer, default=resolution),
+                ParamSpec(name="negative_prompt", dtype=DataType.string, default=""),
+            ]
+        ),
     )
 
 

@@ -11,8 +11,6 @@ import gzip
 import json
 from pathlib import Path
 
-import torch
-
 TINY_SD = "tiny-sd"
 TINY_TAIYI = "tiny-taiyi"
 TINY_CLIP = "tiny-clip"
@@ -61,7 +59,26 @@ def chinese_bert_vocab() -> dict[str, int]:
     """
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     ascii_chars = [chr(c) for c in range(33, 127)]
-    words = "a an the of photo in on with and red blue green car robot dog cat toy sks".split()
+    words = [
+        "a",
+        "an",
+        "the",
+        "of",
+        "photo",
+        "in",
+        "on",
+        "with",
+        "and",
+        "red",
+        "blue",
+        "green",
+        "car",
+        "robot",
+        "dog",
+        "cat",
+        "toy",
+        "sks",
+    ]
     cjk = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
     tokens = dict.fromkeys(specials + ascii_chars + ["##" + c for c in ascii_chars] + words + cjk)
     return {tok: i for i, tok in enumerate(tokens)}
@@ -122,6 +139,7 @@ def _scheduler(prediction_type: str):
 
 def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     """SD1.x layout with a CLIP text encoder and CLIP's real BPE tokenizer."""
+    import torch
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -156,6 +174,7 @@ def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon"
 
 def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
     """Taiyi-Stable-Diffusion-Chinese layout: an SD1.x U-Net conditioned by a (Chinese) BERT encoder."""
+    import torch
     from diffusers import StableDiffusionPipeline
     from transformers import BertConfig, BertModel
 
@@ -188,6 +207,7 @@ def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
 def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
     """An open_clip ViT/text-transformer pair, small, in open_clip's own local-dir format."""
     import open_clip
+    import torch
     from safetensors.torch import save_file
 
     model_cfg = {
@@ -210,6 +230,7 @@ def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
 
 def build_tiny_blip(out_dir: Path, seed: int = 0) -> Path:
     """A BLIP captioning model (vision encoder + BERT decoder) with a real BERT WordPiece tokenizer."""
+    import torch
     from transformers import (
         BlipConfig,
         BlipForConditionalGeneration,
@@ -242,15 +263,18 @@ def build_tiny_blip(out_dir: Path, seed: int = 0) -> Path:
         projection_dim=32,
     )
     model = BlipForConditionalGeneration(config)
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer
-    )
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     return out_dir
 
 
-_BUILDERS = {TINY_SD: build_tiny_sd, TINY_TAIYI: build_tiny_taiyi, TINY_CLIP: build_tiny_clip, TINY_BLIP: build_tiny_blip}
+_BUILDERS = {
+    TINY_SD: build_tiny_sd,
+    TINY_TAIYI: build_tiny_taiyi,
+    TINY_CLIP: build_tiny_clip,
+    TINY_BLIP: build_tiny_blip,
+}
 
 
 def ensure_tiny_model(name: str, models_dir: Path) -> Path:

@@ -23,13 +23,10 @@ from tqdm import tqdm
 
 from components.base_model import model_identity, resolve_model
 from components.config import TrainParams
+from components.errors import TrainingDiverged
 from components.io import StageResult, read_json, sha256_file, sha256_json, write_json
 from components.lora import add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class TrainData:
         return {
             "base_model": model_identity(self.base_model),
             "resolution": self.resolution,
-            "instance": [[sha256_file(p), c] for p, c in zip(self.instance_images, self.instance_captions)],
+            "instance": [[sha256_file(p), c] for p, c in zip(self.instance_images, self.instance_captions, strict=False)],
             "class": [sha256_file(p) for p in self.class_images],
             "class_prompt": self.class_prompt,
         }
@@ -196,8 +193,19 @@ def train(
         for _ in range(params.gradient_accumulation_steps):
             with accelerator.accumulate(unet):
                 loss, inst_loss, prior_loss = _loss(
-                    g, params, unet, text_encoder, noise_scheduler, scale, device, weight_dtype,
-                    instance_cache, class_cache, prompt_ids, cached_embeddings, instance_prompt_idx,
+                    g,
+                    params,
+                    unet,
+                    text_encoder,
+                    noise_scheduler,
+                    scale,
+                    device,
+                    weight_dtype,
+                    instance_cache,
+                    class_cache,
+                    prompt_ids,
+                    cached_embeddings,
+                    instance_prompt_idx,
                     class_prompt_idx,
                 )
                 if not torch.isfinite(loss):
@@ -214,14 +222,27 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
             step_losses.append((loss.item(), inst_loss, prior_loss))
         mean = np.mean(step_losses, axis=0).tolist()
-        losses.append({"step": step + 1, "loss": mean[0], "instance_loss": mean[1], "prior_loss": mean[2],
-                       "lr": lr_scheduler.get_last_lr()[0]})
+        losses.append(
+            {
+                "step": step + 1,
+                "loss": mean[0],
+                "instance_loss": mean[1],
+                "prior_loss": mean[2],
+                "lr": lr_scheduler.get_last_lr()[0],
+            }
+        )
         bar.set_postfix(loss=f"{mean[0]:.4f}")
         done = step + 1
         if done % params.checkpoint_every == 0 and done < params.max_steps:
             save_checkpoint(
-                checkpoints_dir, done, lora_state(accelerator.unwrap_model(unet), text_encoder, params),
-                optimizer, lr_scheduler, losses, config_hash, params.checkpoints_total_limit,
+                checkpoints_dir,
+                done,
+                lora_state(accelerator.unwrap_model(unet), text_encoder, params),
+                optimizer,
+                lr_scheduler,
+                losses,
+                config_hash,
+                params.checkpoints_total_limit,
             )
 
     # 6. Outputs, written under a temporary name: a partial adapter never appears in out_dir.
@@ -231,16 +252,19 @@ def train(
     staging.mkdir(parents=True)
     adapter = save_adapter(staging, unet, text_encoder, params)
     _write_loss_curve(staging / "loss.csv", losses)
-    write_json(staging / "train_config.json", {
-        "params": params.model_dump(mode="json"),
-        "base_model": model_identity(data.base_model),
-        "resolution": data.resolution,
-        "instance_images": [p.name for p in data.instance_images],
-        "instance_captions": data.instance_captions,
-        "class_prompt": data.class_prompt,
-        "class_images": len(data.class_images),
-        "inputs_sha256": inputs_sha,
-    })
+    write_json(
+        staging / "train_config.json",
+        {
+            "params": params.model_dump(mode="json"),
+            "base_model": model_identity(data.base_model),
+            "resolution": data.resolution,
+            "instance_images": [p.name for p in data.instance_images],
+            "instance_captions": data.instance_captions,
+            "class_prompt": data.class_prompt,
+            "class_images": len(data.class_images),
+            "inputs_sha256": inputs_sha,
+        },
+    )
     result = TrainResult(
         adapter_file=adapter.name,
         adapter_sha256=sha256_file(adapter),
@@ -257,8 +281,22 @@ def train(
     return result
 
 
-def _loss(g, params, unet, text_encoder, noise_scheduler, scale, device, weight_dtype, instance_cache,
-          class_cache, prompt_ids, cached_embeddings, instance_prompt_idx, class_prompt_idx):
+def _loss(
+    g,
+    params,
+    unet,
+    text_encoder,
+    noise_scheduler,
+    scale,
+    device,
+    weight_dtype,
+    instance_cache,
+    class_cache,
+    prompt_ids,
+    cached_embeddings,
+    instance_prompt_idx,
+    class_prompt_idx,
+):
     """One micro-batch: instance images, plus as many class images when prior preservation is on."""
     b = params.batch_size
     idx = torch.randint(len(instance_cache), (b,), generator=g)
@@ -299,8 +337,9 @@ def _optimizer(params: TrainParams, unet, text_encoder, trainable):
     if params.train_text_encoder:
         te = [p for p in text_encoder.parameters() if p.requires_grad]
         groups.append({"params": te, "lr": params.text_encoder_learning_rate})
-    kwargs = dict(betas=(params.adam_beta1, params.adam_beta2), weight_decay=params.adam_weight_decay,
-                  eps=params.adam_epsilon)
+    kwargs = dict(
+        betas=(params.adam_beta1, params.adam_beta2), weight_decay=params.adam_weight_decay, eps=params.adam_epsilon
+    )
     if params.use_8bit_adam:
         try:
             import bitsandbytes as bnb

@@ -13,14 +13,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from components.errors import CheckpointMismatch
 from components.io import read_json, write_json
 from components.lora import load_lora_state
 
 _PREFIX = "step-"
-
-
-class CheckpointMismatch(RuntimeError):
-    """The checkpoint was made with another config or other inputs than this run."""
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -39,8 +36,9 @@ def save_checkpoint(root, step, lora, optimizer, lr_scheduler, losses, config_ha
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_file(lora, str(staging / "lora.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
-               staging / "optimizer.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, staging / "optimizer.pt"
+    )
     write_json(staging / "state.json", {"step": step, "config_hash": config_hash, "losses": losses})
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

@@ -13,7 +13,7 @@ DEFAULT_REMOTE_DIR = Path.home() / ".cache" / "conceptlab" / "dvc-remote"
 
 def ensure_dvc_remote(repo: Path) -> str:
     """Uses the repository's default DVC remote; without one, adds a local one (in .dvc/config.local)."""
-    current = dvc_repo.dvc(repo, "remote", "default").strip()
+    current = dvc_repo.dvc(repo, "remote", "default", check=False).strip()
     if current and "No default remote" not in current:
         return current.splitlines()[-1].strip()
     DEFAULT_REMOTE_DIR.mkdir(parents=True, exist_ok=True)

@@ -37,16 +37,20 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def dvc(repo: Path, *args: str, timeout: float | None = None) -> str:
+def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True) -> str:
     lock = FileLock(str(repo / ".dvc" / "tmp" / "conceptlab-flows.lock"))
     (repo / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
     with lock:
         proc = subprocess.run(
-            [sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True,
+            [sys.executable, "-m", "dvc", *args],
+            cwd=repo,
+            env=_env(),
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
     output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise DvcError(f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}):\n{output[-4000:]}")
     return output
 

@@ -9,8 +9,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import promote as gate
-from components.evaluate import evaluate
 from components.curate import CurateResult
+from components.evaluate import evaluate
 from components.io import write_json
 from components.pipeline import resolution
 from flows.common import ConceptContext, concept_context
@@ -23,8 +23,15 @@ def _reevaluate(ctx: ConceptContext):
     def run(adapter_dir: Path) -> dict[str, float]:
         instance = CurateResult.read(ctx.layout.curated / "manifest.json").accepted_images(ctx.layout.curated)
         out = ctx.layout.root / "champion-reeval"
-        result = evaluate(ctx.cfg.concept.base_model, adapter_dir, instance, ctx.cfg.concept,
-                          ctx.cfg.params.evaluate, resolution(ctx.cfg), out)
+        result = evaluate(
+            ctx.cfg.concept.base_model,
+            adapter_dir,
+            instance,
+            ctx.cfg.concept,
+            ctx.cfg.params.evaluate,
+            resolution(ctx.cfg),
+            out,
+        )
         return result.metrics
 
     return run

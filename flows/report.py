@@ -19,27 +19,29 @@ def metrics_rows(ctx, evaluation) -> list[dict]:
     version, champion = champion_metrics(ctx.tracking_uri, ctx.cfg.concept.name)
     rows = []
     for name in ("clip_i", "clip_t", "diversity", "prior_drift"):
-        rows.append({
-            "metric": name,
-            "challenger": round(evaluation.metrics[name], 4),
-            "base": round(evaluation.base[name], 4) if name in evaluation.base else None,
-            f"champion (v{version})" if version else "champion": round(champion[name], 4) if name in champion else None,
-        })
+        rows.append(
+            {
+                "metric": name,
+                "challenger": round(evaluation.metrics[name], 4),
+                "base": round(evaluation.base[name], 4) if name in evaluation.base else None,
+                f"champion (v{version})" if version else "champion": round(champion[name], 4)
+                if name in champion
+                else None,
+            }
+        )
     return rows
 
 
 def report_markdown(ctx, evaluation, registration, report) -> str:
-    rows = "\n".join(
-        f"| {r['metric']} | {r['challenger']} | {r['base']} |" for r in metrics_rows(ctx, evaluation)
-    )
+    rows = "\n".join(f"| {r['metric']} | {r['challenger']} | {r['base']} |" for r in metrics_rows(ctx, evaluation))
     return f"""# {ctx.cfg.concept.name}: model version {registration.version} (`{registration.alias}`)
 
-DVC ran: {', '.join(report.ran) or 'nothing (all stages unchanged)'}; skipped: {', '.join(report.skipped) or 'none'}.
+DVC ran: {", ".join(report.ran) or "nothing (all stages unchanged)"}; skipped: {", ".join(report.skipped) or "none"}.
 
 | metric | adapter | base |
 |---|---|---|
 {rows}
 
 - Registry: `{registration.model_uri}` (run `{registration.run_id}`) at `{registration.tracking_uri}`
-- Report: `{ctx.layout.evaluation / 'report.md'}`, grid `{ctx.layout.evaluation / 'grid.png'}`
+- Report: `{ctx.layout.evaluation / "report.md"}`, grid `{ctx.layout.evaluation / "grid.png"}`
 """

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from components.pipeline import lineage, run_register
+from components.pipeline import lineage
 from flows import dvc_repo
 from flows.common import ConceptContext, concept_context
 from flows.report import metrics_rows, report_markdown
@@ -49,11 +49,15 @@ def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> 
     evaluation = EvalResult.read(ctx.layout.evaluation / "metrics.json")
     key = ctx.cfg.concept.name.lower()
     create_markdown_artifact(
-        key=f"{key}-report", markdown=report_markdown(ctx, evaluation, registration, report),
+        key=f"{key}-report",
+        markdown=report_markdown(ctx, evaluation, registration, report),
         description=f"conceptlab run of {ctx.cfg.concept.name}",
     )
-    create_table_artifact(key=f"{key}-metrics", table=metrics_rows(ctx, evaluation),
-                          description="challenger vs base model vs current champion")
+    create_table_artifact(
+        key=f"{key}-metrics",
+        table=metrics_rows(ctx, evaluation),
+        description="challenger vs base model vs current champion",
+    )
 
 
 @flow(name="train-concept", log_prints=True)

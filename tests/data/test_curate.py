@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from components.config import CurateParams
-from components.curate import CurateResult, NotEnoughImages, curate
+from components.curate import CurateResult, curate
+from components.errors import NotEnoughImages
 from components.samples import write_sample_photos
 
 PARAMS = CurateParams(min_side=64, min_images=1, near_duplicate_distance=4)

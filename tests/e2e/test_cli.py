@@ -73,9 +73,23 @@ def test_demo_command_registers_a_challenger_whose_adapter_changes_the_output(tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     concept = tmp_path / "concepts" / "toy-robot" / "concept.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "components.cli", "demo", "--concept", str(concept),
-         "--params", str(ROOT / "params.yaml"), "--work-dir", str(tmp_path / "work")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "components.cli",
+            "demo",
+            "--concept",
+            str(concept),
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "models:/toy-robot@challenger" in proc.stderr and "mlflow ui" in proc.stderr
@@ -89,8 +103,14 @@ def test_demo_command_registers_a_challenger_whose_adapter_changes_the_output(tm
     adapter = tmp_path / "work" / "toy-robot" / "adapter"
 
     def render(pipe):
-        return pipe("a photo of sks robot", num_inference_steps=10, height=64, width=64, output_type="np",
-                    generator=torch.Generator().manual_seed(0)).images
+        return pipe(
+            "a photo of sks robot",
+            num_inference_steps=10,
+            height=64,
+            width=64,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
 
     pipe = load_pipeline("tiny-sd")
     base = render(pipe)

@@ -12,8 +12,9 @@ PROMPT = "a photo of sks robot"
 
 
 def render(pipe) -> np.ndarray:
-    return pipe(PROMPT, num_inference_steps=4, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
+    return pipe(
+        PROMPT, num_inference_steps=4, height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
 
 
 def test_reloaded_adapter_reproduces_in_memory_result_with_alpha_not_rank(tmp_path):
@@ -49,4 +50,4 @@ def test_kohya_export_carries_the_real_alpha(tmp_path):
     assert alphas == {12.0}
     assert any(k.startswith("lora_unet_") and "lora_down" in k for k in keys)
     with safe_open(str(tmp_path / ADAPTER_FILE), "pt") as f:
-        assert all(k.startswith("unet.") for k in f.keys())
+        assert all(k.startswith("unet.") for k in f)

@@ -54,9 +54,13 @@ def test_seeded_per_image_so_batching_does_not_matter(tmp_path):
     import numpy as np
     from PIL import Image
 
-    a = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 1}), 64, tmp_path / "a", tmp_path / "av")
-    b = generate_priors("tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 3}), 64, tmp_path / "b", tmp_path / "bv")
-    for ia, ib in zip(a.images, b.images):
+    a = generate_priors(
+        "tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 1}), 64, tmp_path / "a", tmp_path / "av"
+    )
+    b = generate_priors(
+        "tiny-sd", "robot", PARAMS.model_copy(update={"batch_size": 3}), 64, tmp_path / "b", tmp_path / "bv"
+    )
+    for ia, ib in zip(a.images, b.images, strict=False):
         pa = np.asarray(Image.open(tmp_path / "a" / a.folder / ia.file), dtype=int)
         pb = np.asarray(Image.open(tmp_path / "b" / b.folder / ib.file), dtype=int)
         assert np.abs(pa - pb).max() <= 2

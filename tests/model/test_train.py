@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from components.errors import CheckpointMismatch, TrainingDiverged
 from components.pipeline import run_caption, run_curate, run_prior, run_train
-from components.train import TrainingDiverged, load_train_data, train
-from components.train_checkpoints import CheckpointMismatch
+from components.train import load_train_data, train
 
 
 @pytest.fixture
@@ -35,8 +35,13 @@ def test_train_writes_adapter_config_and_loss_curve(prepared):
     cfg, layout = prepared
     result = run_train(cfg, layout)
     files = {p.name for p in layout.adapter.iterdir()}
-    assert {"pytorch_lora_weights.safetensors", "kohya_lora.safetensors", "train_config.json", "loss.csv",
-            "train.json"} <= files
+    assert {
+        "pytorch_lora_weights.safetensors",
+        "kohya_lora.safetensors",
+        "train_config.json",
+        "loss.csv",
+        "train.json",
+    } <= files
     config = json.loads((layout.adapter / "train_config.json").read_text())
     assert config["params"]["alpha"] == 8.0 and config["params"]["rank"] == 4
     assert config["class_images"] == 4 and config["base_model"]["name"] == "tiny-sd"
@@ -44,7 +49,9 @@ def test_train_writes_adapter_config_and_loss_curve(prepared):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(float(r["prior_loss"]) > 0 for r in rows), "prior-preservation loss is computed"
     assert result.steps == 6 and np.isfinite(result.final_loss)
-    assert any(t.abs().max() > 0 for k, t in adapter_tensors(layout).items() if "lora.up" in k), "B (lora.up) moved from 0"
+    assert any(t.abs().max() > 0 for k, t in adapter_tensors(layout).items() if "lora.up" in k), (
+        "B (lora.up) moved from 0"
+    )
     # only the newest checkpoints_total_limit=2 checkpoints are kept (steps 2 and 4; 6 is the final adapter)
     assert sorted(p.name for p in layout.checkpoints.iterdir()) == ["step-0000002", "step-0000004"]
 
@@ -94,8 +101,15 @@ def test_without_prior_preservation_no_class_images_are_needed(cfg, layout):
 
 def test_text_encoder_lora_accumulation_and_checkpointing_options(prepared):
     cfg, layout = prepared
-    variant = with_train(cfg, train_text_encoder=True, gradient_accumulation_steps=2,
-                         gradient_checkpointing=True, lr_scheduler="cosine", lr_warmup_steps=2, max_steps=3)
+    variant = with_train(
+        cfg,
+        train_text_encoder=True,
+        gradient_accumulation_steps=2,
+        gradient_checkpointing=True,
+        lr_scheduler="cosine",
+        lr_warmup_steps=2,
+        max_steps=3,
+    )
     run_train(variant, layout)
     keys = adapter_tensors(layout).keys()
     assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
