@@ -90,11 +90,15 @@ def train(
     concept: ConceptArg,
     params: ParamsOpt = Path("params.yaml"),
     work_dir: WorkOpt = Path("work"),
-    resume: Annotated[bool, typer.Option(help="continue from the latest checkpoint")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from the latest checkpoint (error if it is stale)")] = False,
+    auto_resume: Annotated[
+        bool, typer.Option(help="continue from the latest checkpoint if it matches these inputs, else start over")
+    ] = False,
 ):
     """DreamBooth + LoRA training; checkpoints every N steps, --resume continues exactly."""
+    mode = "yes" if resume else ("auto" if auto_resume else "no")
     cfg, layout = _guard(_setup, concept, params, work_dir)
-    result = _guard(pipeline.run_train, cfg, layout, resume=resume)
+    result = _guard(pipeline.run_train, cfg, layout, resume=mode)
     console.print(
         f"train: {result.steps} steps, final loss {result.final_loss:.4f}, adapter {result.adapter_bytes} bytes "
         f"-> {layout.adapter / result.adapter_file}"
@@ -136,7 +140,7 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
         ("curate", lambda: pipeline.run_curate(cfg, layout)),
         ("caption", lambda: pipeline.run_caption(cfg, layout)),
         ("prior", lambda: pipeline.run_prior(cfg, layout) if cfg.params.train.with_prior_preservation else None),
-        ("train", lambda: pipeline.run_train(cfg, layout, resume=resume)),
+        ("train", lambda: pipeline.run_train(cfg, layout, resume="yes" if resume else "no")),
         ("evaluate", lambda: pipeline.run_evaluate(cfg, layout)),
         ("register", lambda: pipeline.run_register(cfg, layout)),
     ]

@@ -55,7 +55,7 @@ def prior_folder(layout: ConceptLayout) -> Path:
     return layout.prior
 
 
-def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: bool = False) -> TrainResult:
+def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: str = "no") -> TrainResult:
     from components.train import load_train_data, train
 
     use_prior = cfg.params.train.with_prior_preservation

@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from components.base_model import model_identity, resolve_model
 from components.config import TrainParams
-from components.errors import TrainingDiverged
+from components.errors import CheckpointMismatch, TrainingDiverged
 from components.io import StageResult, read_json, sha256_file, sha256_json, write_json
 from components.lora import add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -46,6 +47,11 @@ class TrainData:
             "class": [sha256_file(p) for p in self.class_images],
             "class_prompt": self.class_prompt,
         }
+
+
+Resume = Literal["no", "yes", "auto"]
+"""no: start over; yes: continue from the latest checkpoint, refuse one made with other inputs;
+auto: continue when the latest checkpoint matches this run's inputs, else start over (for DVC)."""
 
 
 class TrainResult(StageResult):
@@ -108,7 +114,7 @@ def _sample_latents(cache: torch.Tensor, idx: torch.Tensor, flip: torch.Tensor, 
 
 
 def train(
-    data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: bool = False
+    data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: Resume = "no"
 ) -> TrainResult:
     from accelerate import Accelerator
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -172,12 +178,18 @@ def train(
 
     # 4. Resume from the latest checkpoint when asked.
     start_step, losses, resumed_from = 0, [], None
-    if resume and (ckpt := latest_checkpoint(checkpoints_dir)) is not None:
-        start_step, losses = load_checkpoint(
-            ckpt, accelerator.unwrap_model(unet), text_encoder, optimizer, lr_scheduler, config_hash
-        )
-        resumed_from = start_step
-    elif not resume:
+    ckpt = latest_checkpoint(checkpoints_dir) if resume != "no" else None
+    if ckpt is not None:
+        try:
+            start_step, losses = load_checkpoint(
+                ckpt, accelerator.unwrap_model(unet), text_encoder, optimizer, lr_scheduler, config_hash
+            )
+            resumed_from = start_step
+        except CheckpointMismatch:
+            if resume == "yes":
+                raise
+            ckpt = None  # auto: the inputs changed since that checkpoint, so it is not this run's
+    if ckpt is None:
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
     # 5. The loop.

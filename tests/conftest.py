@@ -96,3 +96,56 @@ def s3(s3_server, monkeypatch):
     }.items():
         monkeypatch.setenv(key, value)
     return boto3.client("s3")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("dvc.yaml", ".gitignore", ".dvcignore", "components", "concepts/toy-robot")
+
+
+def run(cmd: list[str], cwd: Path, **kwargs) -> str:
+    import subprocess
+    import sys
+
+    if cmd[0] == "dvc":
+        cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def make_project_repo(dest: Path, params_overrides: dict, track_photos_with_dvc: bool = True) -> Path:
+    """A temporary git + DVC copy of this project: dvc.yaml, params.yaml (with overrides), the code
+    the stages depend on, and the sample concept, its photos tracked by DVC."""
+    import shutil
+
+    import yaml
+
+    from components.config import deep_merge
+
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params_overrides)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "config", "user.email", "ci@conceptlab.test"], dest)
+    run(["git", "config", "user.name", "conceptlab tests"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    if track_photos_with_dvc:
+        run(["dvc", "add", "-q", "concepts/toy-robot/photos"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "project"], dest)
+    return dest
+
+
+FAST_FLOW_PARAMS = {
+    "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
+    "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
+    "evaluate": {"seeds": [0, 1], "steps": 4, "prompts": ["a photo of {instance}", "{instance} on the beach"],
+                 "class_prompts": ["a photo of a {class_noun}"]},
+}

@@ -66,7 +66,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(prepared, tmp_pat
         if ckpt.name != "step-0000004":
             shutil.rmtree(ckpt)
     shutil.rmtree(layout.adapter)
-    result = run_train(cfg, layout, resume=True)
+    result = run_train(cfg, layout, resume="yes")
 
     assert result.resumed_from_step == 4
     resumed = adapter_tensors(layout)
@@ -81,7 +81,20 @@ def test_resume_with_other_params_is_refused(prepared):
     cfg, layout = prepared
     run_train(cfg, layout)
     with pytest.raises(CheckpointMismatch, match="other params or inputs"):
-        run_train(with_train(cfg, learning_rate=0.01), layout, resume=True)
+        run_train(with_train(cfg, learning_rate=0.01), layout, resume="yes")
+
+
+def test_auto_resume_starts_over_when_the_inputs_changed(prepared):
+    cfg, layout = prepared
+    run_train(cfg, layout)  # leaves checkpoints made with the old inputs
+    changed = with_train(cfg, learning_rate=0.01)
+    result = run_train(changed, layout, resume="auto")
+    assert result.resumed_from_step is None
+    auto = adapter_tensors(layout)
+    run_train(changed, layout, resume="no")
+    fresh = adapter_tensors(layout)
+    for key in fresh:
+        torch.testing.assert_close(auto[key], fresh[key], rtol=0, atol=0)
 
 
 def test_non_finite_loss_stops_with_an_error_and_no_adapter(prepared):

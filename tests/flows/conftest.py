@@ -1,0 +1,68 @@
+"""Real services for the flow tests: Prefect's test harness, an S3 endpoint (moto server mode) and an
+MLflow tracking server process whose artifact store is that S3 endpoint."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import _free_port
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_server):
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    os.environ.update(env)
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for bucket in ("dvc-store", "mlflow-artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    return s3
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_env, tmp_path_factory):
+    """`mlflow server` as a real process: SQLite backend, artifacts proxied to the S3 endpoint."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+         "--artifacts-destination", "s3://mlflow-artifacts/team", "--workers", "1"],
+        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((folder / "server.log").read_text()[-3000:]) from None
+            time.sleep(1)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start in 120 s")
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    yield url
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    proc.terminate()
+    proc.wait(timeout=30)
