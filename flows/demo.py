@@ -27,6 +27,7 @@ def run_demo(repo: Path, concept: str) -> dict:
 
     remote = ensure_dvc_remote(repo)
     started = time.time()
-    trained = train_concept(concept, repo=str(repo))
+    # The demo leaves the person's git history alone; scheduled runs commit dvc.lock (commit_lock=True).
+    trained = train_concept(concept, repo=str(repo), commit_lock=False)
     verdict = promote(concept, repo=str(repo))
     return {"remote": remote, "trained": trained, "verdict": verdict, "seconds": time.time() - started}

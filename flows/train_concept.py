@@ -18,12 +18,17 @@ from flows.report import metrics_rows, report_markdown
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.2)
 
 
-@task(cache_policy=NO_CACHE, tags=["dvc-repo"], timeout_seconds=6 * 3600)
+@task(cache_policy=NO_CACHE, tags=["dvc-repo", "gpu"], timeout_seconds=6 * 3600)
 def reproduce(ctx: ConceptContext) -> dvc_repo.ReproReport:
     report = dvc_repo.repro(ctx.repo, ctx.cfg.concept.name)
     logger = get_run_logger()
     logger.info("ran: %s; skipped: %s", report.ran or "nothing", report.skipped or "nothing")
     return report
+
+
+@task(cache_policy=NO_CACHE, tags=["dvc-repo"])
+def commit(ctx: ConceptContext) -> str:
+    return dvc_repo.commit_lock(ctx.repo, ctx.cfg.concept.name)
 
 
 @task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
@@ -32,8 +37,8 @@ def push(ctx: ConceptContext, remote: str | None) -> None:
 
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
-def register(ctx: ConceptContext):
-    extra = {**lineage(ctx.layout), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
+def register(ctx: ConceptContext, git_commit: str):
+    extra = {**lineage(ctx.layout), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name), "git_commit": git_commit}
     extra["prefect_flow_run_id"] = str(flow_run.get_id() or "")
     from components.register import register as register_stage
 
@@ -61,12 +66,15 @@ def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> 
 
 
 @flow(name="train-concept", log_prints=True)
-def train_concept(concept: str, repo: str = ".", remote: str | None = None, push_outputs: bool = True):
-    """Reproduce, push, register (alias challenger) and report one concept."""
+def train_concept(
+    concept: str, repo: str = ".", remote: str | None = None, push_outputs: bool = True, commit_lock: bool = True
+):
+    """Reproduce, commit dvc.lock, push to the DVC remote, register (alias challenger), report."""
     ctx = concept_context(repo, concept)
     report = reproduce(ctx)
+    revision = commit(ctx) if commit_lock else "uncommitted"
     if push_outputs:
         push(ctx, remote)
-    registration = register(ctx)
+    registration = register(ctx, revision)
     publish(ctx, registration, report)
     return {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
