@@ -34,6 +34,11 @@ def _quiet_libraries() -> None:
 
 models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+flow_app = typer.Typer(
+    help="Run the Prefect flows (DVC repro + MLflow registry) in a repository.", no_args_is_help=True
+)
+app.add_typer(flow_app, name="flow")
+RepoOpt = Annotated[Path, typer.Option(help="the conceptlab git + DVC repository")]
 console = Console(stderr=True, soft_wrap=True)
 
 USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged, FileNotFoundError)
@@ -200,6 +205,36 @@ def demo(
     console.print(f"MLflow UI:  uv run mlflow ui --backend-store-uri {reg['tracking_uri']}")
     console.print("Prefect UI: uv run prefect server start   (then open http://127.0.0.1:4200)")
     console.print(f"flows took {result['seconds']:.1f} s")
+
+
+@flow_app.command("train-concept")
+def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
+    """dvc repro the concept, commit dvc.lock, push to the DVC remote, register as challenger."""
+    from flows.train_concept import train_concept
+
+    result = train_concept(concept, repo=str(repo), push_outputs=push, commit_lock=commit)
+    console.print(f"ran: {result['ran'] or 'nothing'}; registered v{result['registration']['version']}")
+
+
+@flow_app.command("promote")
+def flow_promote(concept: str, repo: RepoOpt = Path(".")):
+    """The promotion gate: challenger vs champion (or base); moves `champion` only if it passes."""
+    from flows.promote import promote
+
+    verdict = promote(concept, repo=str(repo))
+    console.print(
+        f"v{verdict['challenger_version']} vs {verdict['reference']}: "
+        f"{'promoted' if verdict['promoted'] else 'passed' if verdict['passed'] else 'refused'}"
+    )
+
+
+@flow_app.command("retrain")
+def flow_retrain(repo: RepoOpt = Path(".")):
+    """Retrain and gate every listed concept whose data or params changed (or has no champion)."""
+    from flows.retrain import retrain
+
+    for concept, outcome in retrain(repo=str(repo)).items():
+        console.print(f"{concept}: {outcome}")
 
 
 @models_app.command("build")

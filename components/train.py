@@ -43,7 +43,9 @@ class TrainData:
         return {
             "base_model": model_identity(self.base_model),
             "resolution": self.resolution,
-            "instance": [[sha256_file(p), c] for p, c in zip(self.instance_images, self.instance_captions, strict=False)],
+            "instance": [
+                [sha256_file(p), c] for p, c in zip(self.instance_images, self.instance_captions, strict=False)
+            ],
             "class": [sha256_file(p) for p in self.class_images],
             "class_prompt": self.class_prompt,
         }

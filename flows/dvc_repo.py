@@ -80,14 +80,19 @@ def changed_stages(repo: Path, concept: str) -> list[str]:
 def commit_lock(repo: Path, concept: str) -> str:
     """Commits dvc.lock and the DVC pointer files after a run, so the adapter's data has a git revision
     (`git checkout <rev> && dvc pull` restores it). Returns the HEAD commit; no-op outside git."""
+
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
 
     if git("rev-parse", "--is-inside-work-tree").returncode != 0:
         return "not a git repository"
-    git("add", "dvc.lock", *(str(p.relative_to(repo)) for p in repo.glob("**/*.dvc")),
+    git(
+        "add",
+        "dvc.lock",
+        *(str(p.relative_to(repo)) for p in repo.glob("**/*.dvc")),
         *(str(p.relative_to(repo)) for p in (repo / "work").glob("**/.gitignore")),
-        *(str(p.relative_to(repo)) for p in (repo / "work").glob("*/eval/metrics.json")))
+        *(str(p.relative_to(repo)) for p in (repo / "work").glob("*/eval/metrics.json")),
+    )
     if git("diff", "--cached", "--quiet").returncode != 0:
         git("commit", "-q", "-m", f"conceptlab: reproduce {concept}")
     return git("rev-parse", "HEAD").stdout.strip()

@@ -146,6 +146,10 @@ def make_project_repo(dest: Path, params_overrides: dict, track_photos_with_dvc:
 FAST_FLOW_PARAMS = {
     "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
     "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
-    "evaluate": {"seeds": [0, 1], "steps": 4, "prompts": ["a photo of {instance}", "{instance} on the beach"],
-                 "class_prompts": ["a photo of a {class_noun}"]},
+    "evaluate": {
+        "seeds": [0, 1],
+        "steps": 4,
+        "prompts": ["a photo of {instance}", "{instance} on the beach"],
+        "class_prompts": ["a photo of a {class_noun}"],
+    },
 }

@@ -22,7 +22,7 @@ def cli(*args: str):
 
 
 def test_every_command_has_help():
-    for command in ("curate", "caption", "prior", "train", "evaluate", "register", "run", "demo", "models"):
+    for command in ("curate", "caption", "prior", "train", "evaluate", "register", "run", "demo", "models", "flow"):
         result = cli(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, command
 
@@ -73,14 +73,25 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
     from tests.conftest import FAST_FLOW_PARAMS, make_project_repo
 
     repo = make_project_repo(tmp_path / "repo", FAST_FLOW_PARAMS, track_photos_with_dvc=False)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path / "home"),
-           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
 
     def demo():
-        proc = subprocess.run([sys.executable, "-m", "components.cli", "demo", "--repo", str(repo)],
-                              cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "components.cli", "demo", "--repo", str(repo)],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc.stderr
 
@@ -98,8 +109,14 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
     from components.base_model import load_pipeline
 
     def render(pipe):
-        return pipe("a photo of sks robot", num_inference_steps=10, height=64, width=64, output_type="np",
-                    generator=torch.Generator().manual_seed(0)).images
+        return pipe(
+            "a photo of sks robot",
+            num_inference_steps=10,
+            height=64,
+            width=64,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
 
     pipe = load_pipeline("tiny-sd")
     base = render(pipe)

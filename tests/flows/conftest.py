@@ -26,8 +26,13 @@ def prefect_harness(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_env(s3_server):
-    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    env = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_S3_ENDPOINT_URL": s3_server,
+    }
     os.environ.update(env)
     import boto3
 
@@ -43,10 +48,25 @@ def mlflow_server(s3_env, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", "s3://mlflow-artifacts/team", "--workers", "1"],
-        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder}/mlflow.db",
+            "--artifacts-destination",
+            "s3://mlflow-artifacts/team",
+            "--workers",
+            "1",
+        ],
+        stdout=open(folder / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

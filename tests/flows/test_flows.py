@@ -101,8 +101,11 @@ def test_train_promote_rerun_pull_and_retrain(repo, tmp_path, s3_env, mlflow_ser
     rule = PromotionParams(**FAST_FLOW_PARAMS.get("promotion", {}))
     expected = all(c.passed for c in decide(challenger, reference, rule))
     assert tags["gate.verdict"] == ("passed" if expected else "refused")
-    champion = client.get_model_version_by_alias("toy-robot", "champion").version if (
-        expected or verdict["promoted"]) else None
+    champion = (
+        client.get_model_version_by_alias("toy-robot", "champion").version
+        if (expected or verdict["promoted"])
+        else None
+    )
     if expected:
         assert str(champion) == "2"
 
