@@ -90,6 +90,12 @@ class TrainParams(_Strict):
     checkpoints_total_limit: int = Field(2, ge=1)
     flip_augment: bool = Field(True, description="random horizontal flip (on cached latents)")
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no_is_not_false(cls, v):
+        # `dvc exp run -S` rewrites params.yaml without quotes, and YAML 1.1 reads a bare `no` as false.
+        return "no" if v is False else v
+
 
 class EvalParams(GenerationParams):
     clip_model: str = "tiny-clip"

@@ -84,3 +84,8 @@ def test_repository_params_and_sample_concept_are_valid():
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "concepts" / "toy-robot" / "concept.yaml", root / "params.yaml")
     assert cfg.concept.base_model == "tiny-sd"
+
+
+def test_bare_yaml_no_means_no_mixed_precision(concept_dir, tmp_path):
+    params = write(tmp_path / "p.yaml", "train:\n  mixed_precision: no\n")  # as `dvc exp run -S` writes it
+    assert load_config(concept_dir / "concept.yaml", params).params.train.mixed_precision == "no"

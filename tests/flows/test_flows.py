@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -24,6 +25,13 @@ STAGES = ["curate@toy-robot", "caption@toy-robot", "prior@toy-robot", "train@toy
 
 def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def edit_params(repo, section, **values):
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def change_one_photo(repo):
@@ -72,9 +80,21 @@ def test_train_promote_rerun_pull_and_retrain(repo, tmp_path, s3_env, mlflow_ser
     assert second["ran"] == [] and second["skipped"] == STAGES
     assert len(client.search_model_versions("name = 'toy-robot'")) == 1
 
+    # Changing only an evaluation param makes only the evaluate stage stale; a training param, train onward.
+    original = (repo / "params.yaml").read_text()
+    edit_params(repo, "evaluate", guidance_scale=5.0)
+    assert dvc_repo.changed_stages(repo, "toy-robot") == ["evaluate@toy-robot"]
+    (repo / "params.yaml").write_text(original)
+    edit_params(repo, "train", rank=4)
+    assert dvc_repo.changed_stages(repo, "toy-robot") == [
+        "train@toy-robot"
+    ]  # evaluate follows when its adapter changes
+    (repo / "params.yaml").write_text(original)
+    assert dvc_repo.changed_stages(repo, "toy-robot") == []
+
     # 3. A fresh clone of this git revision pulls the exact data and adapter from S3.
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "trained toy-robot"], repo)
+    assert run(["git", "status", "--porcelain", "dvc.lock"], repo) == "", "the flow committed dvc.lock"
+    assert "conceptlab: reproduce toy-robot" in run(["git", "log", "--oneline", "-3"], repo)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     run(["dvc", "pull", "-q"], clone)

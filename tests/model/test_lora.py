@@ -50,4 +50,4 @@ def test_kohya_export_carries_the_real_alpha(tmp_path):
     assert alphas == {12.0}
     assert any(k.startswith("lora_unet_") and "lora_down" in k for k in keys)
     with safe_open(str(tmp_path / ADAPTER_FILE), "pt") as f:
-        assert all(k.startswith("unet.") for k in f)
+        assert all(k.startswith("unet.") for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
