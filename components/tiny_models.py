@@ -137,10 +137,27 @@ def _scheduler(prediction_type: str):
     )
 
 
+def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Path:
+    """A tiny U-Net and VAE around the given text encoder, saved as a diffusers pipeline folder."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        unet=_tiny_unet(),
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=_scheduler(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
 def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     """SD1.x layout with a CLIP text encoder and CLIP's real BPE tokenizer."""
     import torch
-    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -158,24 +175,12 @@ def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon"
             pad_token_id=49407,
         )
     )
-    pipe = StableDiffusionPipeline(
-        unet=_tiny_unet(),
-        vae=_tiny_vae(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=_scheduler(prediction_type),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
+    return _save_sd(out_dir, text_encoder, tokenizer, prediction_type)
 
 
 def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
     """Taiyi-Stable-Diffusion-Chinese layout: an SD1.x U-Net conditioned by a (Chinese) BERT encoder."""
     import torch
-    from diffusers import StableDiffusionPipeline
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
@@ -190,18 +195,7 @@ def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
             max_position_embeddings=80,
         )
     )
-    pipe = StableDiffusionPipeline(
-        unet=_tiny_unet(),
-        vae=_tiny_vae(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=_scheduler("epsilon"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
+    return _save_sd(out_dir, text_encoder, tokenizer, "epsilon")
 
 
 def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:

@@ -51,6 +51,28 @@ class TrainData:
         }
 
 
+@dataclass
+class Cache:
+    """What the loop draws from, computed once before it (frozen VAE and text encoder never run inside)."""
+
+    instance: torch.Tensor  # latent (mean, std) per instance image and flip: [n, 2, 2, C, h, w]
+    classes: torch.Tensor | None  # the same for class images, None without prior preservation
+    prompt_ids: torch.Tensor  # token ids per distinct prompt
+    embeddings: torch.Tensor | None  # text-encoder output per prompt; None when the text encoder trains
+    instance_prompt: torch.Tensor  # prompt row of each instance image
+    class_prompt: int | None  # prompt row of the class prompt
+
+
+@dataclass
+class Models:
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    noise_scheduler: object
+    latent_scale: float
+    device: torch.device
+    dtype: torch.dtype
+
+
 Resume = Literal["no", "yes", "auto"]
 """no: start over; yes: continue from the latest checkpoint, refuse one made with other inputs;
 auto: continue when the latest checkpoint matches this run's inputs, else start over (for DVC)."""
@@ -166,6 +188,7 @@ def train(
         with torch.no_grad():
             cached_embeddings = text_encoder(prompt_ids.to(device))[0].float().cpu()
         text_encoder.to("cpu")
+    cache = Cache(instance_cache, class_cache, prompt_ids, cached_embeddings, instance_prompt_idx, class_prompt_idx)
 
     # 3. Optimiser and schedule.
     optimizer = _optimizer(params, unet, text_encoder, trainable)
@@ -195,7 +218,7 @@ def train(
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
     # 5. The loop.
-    scale = vae.config.scaling_factor
+    models = Models(unet, text_encoder, noise_scheduler, vae.config.scaling_factor, device, weight_dtype)
     unet.train()
     if params.train_text_encoder:
         text_encoder.train()
@@ -206,22 +229,7 @@ def train(
         step_losses = []
         for _ in range(params.gradient_accumulation_steps):
             with accelerator.accumulate(unet):
-                loss, inst_loss, prior_loss = _loss(
-                    g,
-                    params,
-                    unet,
-                    text_encoder,
-                    noise_scheduler,
-                    scale,
-                    device,
-                    weight_dtype,
-                    instance_cache,
-                    class_cache,
-                    prompt_ids,
-                    cached_embeddings,
-                    instance_prompt_idx,
-                    class_prompt_idx,
-                )
+                loss, inst_loss, prior_loss = _loss(g, params, models, cache)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at step {step}; lower train.learning_rate "
@@ -295,49 +303,35 @@ def train(
     return result
 
 
-def _loss(
-    g,
-    params,
-    unet,
-    text_encoder,
-    noise_scheduler,
-    scale,
-    device,
-    weight_dtype,
-    instance_cache,
-    class_cache,
-    prompt_ids,
-    cached_embeddings,
-    instance_prompt_idx,
-    class_prompt_idx,
-):
+def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
     """One micro-batch: instance images, plus as many class images when prior preservation is on."""
     b = params.batch_size
-    idx = torch.randint(len(instance_cache), (b,), generator=g)
+    idx = torch.randint(len(cache.instance), (b,), generator=g)
     flip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
-    latents = _sample_latents(instance_cache, idx, flip, g, scale)
-    prompt_rows = instance_prompt_idx[idx]
-    if class_cache is not None:
-        cidx = torch.randint(len(class_cache), (b,), generator=g)
+    latents = _sample_latents(cache.instance, idx, flip, g, m.latent_scale)
+    prompt_rows = cache.instance_prompt[idx]
+    if cache.classes is not None:
+        cidx = torch.randint(len(cache.classes), (b,), generator=g)
         cflip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
-        latents = torch.cat([latents, _sample_latents(class_cache, cidx, cflip, g, scale)])
-        prompt_rows = torch.cat([prompt_rows, torch.full((b,), class_prompt_idx)])
+        latents = torch.cat([latents, _sample_latents(cache.classes, cidx, cflip, g, m.latent_scale)])
+        prompt_rows = torch.cat([prompt_rows, torch.full((b,), cache.class_prompt)])
     noise = torch.randn(latents.shape, generator=g)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if cached_embeddings is not None:
-        hidden = cached_embeddings[prompt_rows].to(device, weight_dtype)
+    scheduler = m.noise_scheduler
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if cache.embeddings is not None:
+        hidden = cache.embeddings[prompt_rows].to(m.device, m.dtype)
     else:
-        hidden = text_encoder(prompt_ids[prompt_rows].to(device))[0]
-    pred = unet(noisy.to(device, weight_dtype), timesteps.to(device), hidden).sample.float()
-    if noise_scheduler.config.prediction_type == "epsilon":
+        hidden = m.text_encoder(cache.prompt_ids[prompt_rows].to(m.device))[0]
+    pred = m.unet(noisy.to(m.device, m.dtype), timesteps.to(m.device), hidden).sample.float()
+    if scheduler.config.prediction_type == "epsilon":
         target = noise
-    elif noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    elif scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
     else:
-        raise ValueError(f"unsupported prediction_type {noise_scheduler.config.prediction_type!r}")
-    target = target.to(device)
-    if class_cache is None:
+        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
+    target = target.to(m.device)
+    if cache.classes is None:
         loss = F.mse_loss(pred, target)
         return loss, loss.item(), 0.0
     inst = F.mse_loss(pred[:b], target[:b])
