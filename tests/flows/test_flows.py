@@ -15,7 +15,7 @@ from components.config import PromotionParams
 from components.promote import decide
 from flows import dvc_repo
 from flows.promote import promote
-from flows.retrain import retrain
+from flows.retrain import needs_training, retrain
 from flows.train_concept import train_concept
 from tests.conftest import FAST_FLOW_PARAMS, make_project_repo, run
 
@@ -109,6 +109,22 @@ def test_train_promote_rerun_pull_and_retrain(repo, tmp_path, s3_env, mlflow_ser
     # 4. retrain with nothing changed leaves the concept alone (when it has a champion).
     if verdict["promoted"]:
         assert retrain(repo=str(repo))["toy-robot"]["retrained"] is False
+
+    # retrain's selection with two concepts: a new one (never reproduced) is due, the unchanged one is not.
+    shutil.copytree(
+        repo / "concepts" / "toy-robot", repo / "concepts" / "toy-dog", ignore=shutil.ignore_patterns("*.dvc")
+    )
+    concept_file = repo / "concepts" / "toy-dog" / "concept.yaml"
+    concept_file.write_text(concept_file.read_text().replace("name: toy-robot", "name: toy-dog"))
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["concepts"] = ["toy-robot", "toy-dog"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert needs_training.fn(str(repo), "toy-dog")[0] is True
+    if verdict["promoted"]:
+        assert needs_training.fn(str(repo), "toy-robot") == (False, "unchanged since champion v1")
+    (repo / "params.yaml").write_text(original)
+    shutil.rmtree(repo / "concepts" / "toy-dog")
 
     # 5. A changed photo: retrain picks the concept, curate onward runs, v2 is gated by its numbers.
     change_one_photo(repo)
