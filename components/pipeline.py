@@ -69,19 +69,22 @@ def run_train(cfg: ResolvedConfig, layout: ConceptLayout, resume: str = "no") ->
     return train(data, cfg.params.train, layout.adapter, layout.checkpoints, resume=resume)
 
 
-def run_evaluate(cfg: ResolvedConfig, layout: ConceptLayout) -> EvalResult:
+def run_evaluate(
+    cfg: ResolvedConfig, layout: ConceptLayout, adapter_dir: Path | None = None, out_dir: Path | None = None
+) -> EvalResult:
+    """Evaluates the concept's adapter (or another one, e.g. the champion's) against the base model."""
     from components.curate import CurateResult
     from components.evaluate import evaluate
 
     instance = CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)
     return evaluate(
         cfg.concept.base_model,
-        layout.adapter,
+        adapter_dir or layout.adapter,
         instance,
         cfg.concept,
         cfg.params.evaluate,
         resolution(cfg),
-        layout.evaluation,
+        out_dir or layout.evaluation,
     )
 
 

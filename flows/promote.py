@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import promote as gate
-from components.curate import CurateResult
-from components.evaluate import evaluate
 from components.io import write_json
-from components.pipeline import resolution
+from components.pipeline import run_evaluate
 from flows.common import ConceptContext, concept_context
 from flows.train_concept import NETWORK_RETRIES
 
 
 def _reevaluate(ctx: ConceptContext):
-    """Evaluates another adapter (the champion's) with this run's settings and instance images."""
-
-    def run(adapter_dir: Path) -> dict[str, float]:
-        instance = CurateResult.read(ctx.layout.curated / "manifest.json").accepted_images(ctx.layout.curated)
-        out = ctx.layout.root / "champion-reeval"
-        result = evaluate(
-            ctx.cfg.concept.base_model,
-            adapter_dir,
-            instance,
-            ctx.cfg.concept,
-            ctx.cfg.params.evaluate,
-            resolution(ctx.cfg),
-            out,
-        )
-        return result.metrics
-
-    return run
+    """Evaluates the champion's adapter with this run's settings and instance images."""
+    return lambda adapter_dir: (
+        run_evaluate(ctx.cfg, ctx.layout, adapter_dir, ctx.layout.root / "champion-reeval").metrics
+    )
 
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)

@@ -3,6 +3,7 @@ the project, with a DVC remote and MLflow artifacts on an S3 endpoint over HTTP 
 tracking server process."""
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -127,7 +128,10 @@ def test_train_promote_rerun_pull_and_retrain(repo, tmp_path, s3_env, mlflow_ser
     shutil.rmtree(repo / "concepts" / "toy-dog")
 
     # 5. A changed photo: retrain picks the concept, curate onward runs, v2 is gated by its numbers.
+    # ... together with an evaluation setting, so the champion's numbers are not comparable as they are:
+    # the gate evaluates the champion's adapter again with the new settings before comparing.
     change_one_photo(repo)
+    edit_params(repo, "evaluate", guidance_scale=6.0)
     result = retrain(repo=str(repo))["toy-robot"]
     assert result["retrained"] and result["ran"] == [s for s in STAGES if not s.startswith("prior")]
     v2 = client.get_model_version("toy-robot", "2")
@@ -144,6 +148,11 @@ def test_train_promote_rerun_pull_and_retrain(repo, tmp_path, s3_env, mlflow_ser
     )
     if expected:
         assert str(champion) == "2"
+    if verdict["promoted"]:  # v1 was champion: it was re-evaluated with guidance 6.0
+        assert tags["gate.reference"] == "champion v1"
+        reeval = json.loads((repo / "work/toy-robot/champion-reeval/metrics.json").read_text())
+        assert reeval["settings"]["guidance_scale"] == 6.0
+        assert float(tags["gate.reference.clip_i"]) == pytest.approx(reeval["metrics"]["clip_i"], abs=1e-6)
 
 
 def test_a_failed_stage_registers_nothing(repo, mlflow_server):
