@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
-  command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+  command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
+    || python3 -m pip install --quiet --user --break-system-packages uv  # Debian's externally-managed Python
 fi
 uv sync --frozen --quiet
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
