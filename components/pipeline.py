@@ -100,8 +100,11 @@ def lineage(layout: ConceptLayout) -> dict[str, str]:
 
 
 def run_register(cfg: ResolvedConfig, layout: ConceptLayout) -> RegisterResult:
-    from components.register import register
+    from components.register import register, resolve_tracking_uri
 
-    result = register(cfg.concept, layout.adapter, layout.evaluation, cfg.params.registry, lineage(layout))
+    # Same rule as the flows: $MLFLOW_TRACKING_URI (a team server) wins over params.yaml.
+    uri = resolve_tracking_uri(cfg.params.registry.tracking_uri, Path.cwd())
+    registry = cfg.params.registry.model_copy(update={"tracking_uri": uri})
+    result = register(cfg.concept, layout.adapter, layout.evaluation, registry, lineage(layout))
     result.write(layout.registration)
     return result

@@ -25,7 +25,10 @@ def prefect_harness(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def s3_env(s3_server):
+def s3_vars(s3_server) -> dict[str, str]:
+    """The S3 endpoint's variables (buckets created once); applied per test by `flow_env`."""
+    import boto3
+
     env = {
         "AWS_ENDPOINT_URL": s3_server,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -33,17 +36,20 @@ def s3_env(s3_server):
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLFLOW_S3_ENDPOINT_URL": s3_server,
     }
-    os.environ.update(env)
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     for bucket in ("dvc-store", "mlflow-artifacts"):
         s3.create_bucket(Bucket=bucket)
-    return s3
+    return env
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_env, tmp_path_factory):
+def mlflow_server(s3_vars, tmp_path_factory):
     """`mlflow server` as a real process: SQLite backend, artifacts proxied to the S3 endpoint."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
@@ -66,7 +72,7 @@ def mlflow_server(s3_env, tmp_path_factory):
         ],
         stdout=open(folder / "server.log", "w"),
         stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
+        env={**os.environ, **s3_vars},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -81,8 +87,23 @@ def mlflow_server(s3_env, tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("mlflow server did not start in 120 s")
-    os.environ["MLFLOW_TRACKING_URI"] = url
     yield url
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_env(s3_vars, monkeypatch):
+    """This test's process (and the DVC commands it starts) pointed at the S3 endpoint."""
+    import boto3
+
+    for key, value in s3_vars.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def flow_env(s3_env, mlflow_server, monkeypatch):
+    """The team setup, for one test: MLflow server via MLFLOW_TRACKING_URI, S3 for DVC and artifacts."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return s3_env

@@ -44,10 +44,10 @@ def change_one_photo(repo):
 
 
 @pytest.fixture
-def repo(tmp_path, prefect_harness, s3_env, mlflow_server):
+def repo(tmp_path, prefect_harness, flow_env, mlflow_server):
     repo = make_project_repo(tmp_path / "repo", FAST_FLOW_PARAMS)
     run(["dvc", "remote", "add", "-d", "team", "s3://dvc-store/conceptlab"], repo)
-    run(["dvc", "remote", "modify", "team", "endpointurl", s3_env.meta.endpoint_url], repo)
+    run(["dvc", "remote", "modify", "team", "endpointurl", flow_env.meta.endpoint_url], repo)
     run(["git", "commit", "-qam", "S3 remote (credentials come from the environment)"], repo)
     return repo
 
