@@ -24,6 +24,13 @@ def models_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_uri(monkeypatch):
+    """mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI, which conceptlab lets win over
+    params.yaml (a team server). Each test starts without it, so no test inherits another's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def concept_dir(tmp_path) -> Path:
     from components.samples import write_sample_concept
