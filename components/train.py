@@ -86,6 +86,7 @@ class TrainResult(StageResult):
     final_loss: float
     resumed_from_step: int | None
     seconds: float
+    loop_seconds: float  # the training loop (steps and checkpoints), without loading and caching
     inputs_sha256: str
 
 
@@ -222,6 +223,7 @@ def train(
     unet.train()
     if params.train_text_encoder:
         text_encoder.train()
+    loop_started = time.time()
     bar = tqdm(range(start_step, params.max_steps), desc="train", unit="step", leave=False)
     for step in bar:
         torch.manual_seed(params.seed * 1_000_003 + step)  # LoRA dropout draws from the global RNG
@@ -267,6 +269,8 @@ def train(
                 params.checkpoints_total_limit,
             )
 
+    loop_seconds = time.time() - loop_started
+
     # 6. Outputs, written under a temporary name: a partial adapter never appears in out_dir.
     unet = accelerator.unwrap_model(unet)
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -295,6 +299,7 @@ def train(
         final_loss=losses[-1]["loss"] if losses else math.nan,
         resumed_from_step=resumed_from,
         seconds=round(time.time() - started, 2),
+        loop_seconds=round(loop_seconds, 3),
         inputs_sha256=inputs_sha,
     )
     result.write(staging / "train.json")
