@@ -48,7 +48,9 @@ def build_sd15_shaped(out_dir: Path, seed: int = 0) -> Path:
             pad_token_id=49407,
         )
     )
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    scheduler = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
+    )
     StableDiffusionPipeline(
         unet=unet,
         vae=vae,

@@ -8,6 +8,7 @@ through exactly the code path a hub model takes (``from_pretrained`` on a folder
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def _scheduler(prediction_type: str):
         num_train_timesteps=1000,
         clip_sample=False,
         prediction_type=prediction_type,
+        steps_offset=1,  # as SD1.x ships it; samplers warn (and space timesteps differently) without it
     )
 
 
@@ -276,12 +278,15 @@ def ensure_tiny_model(name: str, models_dir: Path) -> Path:
     if name not in _BUILDERS:
         raise KeyError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODEL_NAMES)}")
     target = models_dir / name
-    if (target / ".complete").exists():
+    # A model built by other builder code is stale: the marker holds the fingerprint of this file.
+    fingerprint = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    marker = target / ".complete"
+    if marker.exists() and marker.read_text().strip() == fingerprint:
         return target
     tmp = models_dir / f".{name}.building"
     _remove_tree(tmp)
     _BUILDERS[name](tmp)
-    (tmp / ".complete").write_text("built by conceptlab.tiny_models with seed 0\n")
+    (tmp / ".complete").write_text(fingerprint + "\n")
     _remove_tree(target)
     tmp.rename(target)
     return target
