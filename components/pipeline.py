@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from components.register import RegisterResult
     from components.train import TrainResult
 
-STAGES = ("curate", "caption", "prior", "train", "evaluate", "register")
-
-
 def resolution(cfg: ResolvedConfig) -> int:
     return cfg.params.resolution or native_resolution(resolve_model(cfg.concept.base_model))
 

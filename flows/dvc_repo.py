@@ -55,10 +55,6 @@ def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True
     return output
 
 
-def stage_names(concept: str) -> list[str]:
-    return [f"{stage}@{concept}" for stage in STAGES]
-
-
 def repro(repo: Path, concept: str, timeout: float | None = None) -> ReproReport:
     """`dvc repro` of the concept's last stage (and so everything before it)."""
     output = dvc(repo, "repro", f"evaluate@{concept}", timeout=timeout)
