@@ -20,6 +20,7 @@ from components import pipeline
 from components.base_model import models_dir
 from components.config import ConfigError, ResolvedConfig, load_config
 from components.errors import CheckpointMismatch, ModelNotAvailable, NotEnoughImages, TrainingDiverged
+from components.io import ADAPTER_FILE
 from components.layout import ConceptLayout
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -158,7 +159,7 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
         console.print(f"[green]done[/] {name} in {timings[-1][1]:.1f} s")
     ev, reg = results["evaluate"], results["register"]
     _metrics_table(ev.base, ev.adapter, ev.metrics)
-    console.print(f"adapter:  {layout.adapter / 'pytorch_lora_weights.safetensors'}")
+    console.print(f"adapter:  {layout.adapter / ADAPTER_FILE}")
     console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
     console.print(f"registry: {reg.model_uri} = {reg.model_name} v{reg.version}, run {reg.run_id}")
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {reg.tracking_uri}")
@@ -200,7 +201,7 @@ def demo(
     for check in verdict["checks"]:
         console.print(f"  {'pass' if check['passed'] else 'FAIL'} {check['detail']}")
     layout = ConceptLayout(repo / "work", concept)
-    console.print(f"adapter:  {layout.adapter / 'pytorch_lora_weights.safetensors'}")
+    console.print(f"adapter:  {layout.adapter / ADAPTER_FILE}")
     console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
     console.print(f"MLflow UI:  uv run mlflow ui --backend-store-uri {reg['tracking_uri']}")
     console.print("Prefect UI: uv run prefect server start   (then open http://127.0.0.1:4200)")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from components.config import CurateParams
 from components.errors import NotEnoughImages
-from components.io import StageResult, sha256_bytes, slugify
+from components.io import StageResult, new_staging_dir, publish, sha256_bytes, slugify
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -176,9 +176,7 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | Non
 
 def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) -> CurateResult:
     """Normalises the photos at ``source`` into ``out_dir`` (PNG, RGB, square at ``resolution``)."""
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = new_staging_dir(out_dir)
     entries: list[ManifestEntry] = []
     by_sha: dict[str, str] = {}
     by_phash: list[tuple[imagehash.ImageHash, str]] = []
@@ -234,7 +232,7 @@ def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) ->
             f"{source}: only {accepted} photo(s) accepted, min_images={params.min_images}. "
             f"See {out_dir / 'manifest.json'} for each rejection reason; add photos or lower curate.min_images."
         )
-    staging.rename(out_dir / "images")
+    publish(staging, out_dir / "images")
     result.write(out_dir / "manifest.json")
     return result
 

@@ -8,7 +8,6 @@ and report.md.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -17,7 +16,7 @@ from components.base_model import load_pipeline, model_identity
 from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
 from components.config import Concept, EvalParams
 from components.generation import generate
-from components.io import StageResult, sha256_file
+from components.io import ADAPTER_FILE, StageResult, new_staging_dir, publish, sha256_file
 
 FORMULAS = {
     "clip_t": "mean over generated images of cos(CLIP_text(prompt without the identifier), CLIP_image(image))",
@@ -95,9 +94,8 @@ def evaluate(
         "prior_drift": drift,
         "real_images_clip_i": clip_i(real, real),
     }
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "samples").mkdir(parents=True)
+    staging = new_staging_dir(out_dir)
+    (staging / "samples").mkdir()
     for label, images in (("base", base_images), ("adapter", adapter_images)):
         for i, (img, seed) in enumerate(zip(images, seeds, strict=True)):
             img.save(staging / "samples" / f"{label}-{i:03d}-seed{seed}.png")
@@ -121,12 +119,11 @@ def evaluate(
         settings=settings,
         clip_model=scorer.identity(),
         formulas=FORMULAS,
-        adapter_sha256=sha256_file(adapter_dir / "pytorch_lora_weights.safetensors"),
+        adapter_sha256=sha256_file(adapter_dir / ADAPTER_FILE),
     )
     result.write(staging / "metrics.json")
     (staging / "report.md").write_text(render_report(result, concept), encoding="utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    publish(staging, out_dir)
     return result
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,22 @@ def write_json(path: Path, obj: Any) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
     os.replace(tmp, path)
     return path
+
+
+def new_staging_dir(final: Path) -> Path:
+    """An empty `<final>.partial` folder beside ``final``: outputs are written there, then publish()ed,
+    so an interrupted stage never leaves a half-written output under the final name."""
+    staging = final.with_name(final.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, final: Path) -> Path:
+    """Replaces ``final`` with the finished ``staging`` folder in one rename."""
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final
 
 
 def read_json(path: Path) -> Any:

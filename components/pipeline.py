@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from components.register import RegisterResult
     from components.train import TrainResult
 
+
 def resolution(cfg: ResolvedConfig) -> int:
     return cfg.params.resolution or native_resolution(resolve_model(cfg.concept.base_model))
 

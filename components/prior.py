@@ -18,7 +18,7 @@ from tqdm import tqdm
 from components.base_model import load_pipeline, model_identity
 from components.config import PriorParams
 from components.generation import generate
-from components.io import StageResult, sha256_json, slugify, write_json
+from components.io import StageResult, new_staging_dir, publish, sha256_json, slugify, write_json
 
 
 class PriorImage(StageResult):
@@ -78,9 +78,8 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _generate_folder(base_model, inputs, params, resolution, folder: Path, key: str) -> PriorResult:
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
+    staging = new_staging_dir(folder)
+    (staging / "images").mkdir()
     pipe = load_pipeline(base_model)
     seeds = inputs["seeds"]
     with tqdm(total=len(seeds), desc="class priors", unit="image", leave=False) as bar:
@@ -92,6 +91,5 @@ def _generate_folder(base_model, inputs, params, resolution, folder: Path, key: 
         entries.append(PriorImage(file=name, seed=seed))
     result = PriorResult(folder=folder.name, key=key, prompt=inputs["prompt"], inputs=inputs, images=entries)
     result.write(staging / "manifest.json")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    publish(staging, folder)
     return result

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from components.base_model import model_identity, resolve_model
 from components.config import TrainParams
 from components.errors import CheckpointMismatch, TrainingDiverged
-from components.io import StageResult, read_json, sha256_file, sha256_json, write_json
+from components.io import StageResult, new_staging_dir, publish, read_json, sha256_file, sha256_json, write_json
 from components.lora import add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -273,9 +273,7 @@ def train(
 
     # 6. Outputs, written under a temporary name: a partial adapter never appears in out_dir.
     unet = accelerator.unwrap_model(unet)
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = new_staging_dir(out_dir)
     adapter = save_adapter(staging, unet, text_encoder, params)
     _write_loss_curve(staging / "loss.csv", losses)
     write_json(
@@ -303,8 +301,7 @@ def train(
         inputs_sha256=inputs_sha,
     )
     result.write(staging / "train.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    publish(staging, out_dir)
     return result
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from components.errors import CheckpointMismatch
-from components.io import read_json, write_json
+from components.io import new_staging_dir, publish, read_json, write_json
 from components.lora import load_lora_state
 
 _PREFIX = "step-"
@@ -32,16 +32,13 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def save_checkpoint(root, step, lora, optimizer, lr_scheduler, losses, config_hash, limit) -> Path:
     final = root / f"{_PREFIX}{step:07d}"
-    staging = final.with_suffix(".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = new_staging_dir(final)
     save_file(lora, str(staging / "lora.safetensors"))
     torch.save(
         {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, staging / "optimizer.pt"
     )
     write_json(staging / "state.json", {"step": step, "config_hash": config_hash, "losses": losses})
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    publish(staging, final)
     for old in _checkpoints(root)[:-limit]:
         shutil.rmtree(old)
     return final
