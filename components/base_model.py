@@ -23,17 +23,30 @@ def models_dir() -> Path:
     return Path(os.environ.get("CONCEPTLAB_MODELS_DIR", default))
 
 
+# Pretrained toy-world models, committed to the repository (built by `conceptlab toyworld build`).
+COMMITTED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+COMMITTED_MODEL_NAMES = ("toyworld-sd", "toyworld-clip")
+
+
 def resolve_model(ref: str) -> Path:
-    """Returns the local folder of a model named by tiny-model name, local path or hub id."""
+    """Returns the local folder of a model named by built-in name, local path or hub id."""
     if ref in TINY_MODEL_NAMES:
         return ensure_tiny_model(ref, models_dir())
+    if ref in COMMITTED_MODEL_NAMES:
+        folder = COMMITTED_MODELS_DIR / ref
+        if not any(folder.glob("*.json")):
+            raise ModelNotAvailable(
+                f"model {ref!r}: {folder} is missing; it is committed to the repository (restore it with "
+                f"`git checkout -- models/{ref}`) or rebuilt by `conceptlab toyworld build` (about an hour)"
+            )
+        return folder
     local = Path(ref).expanduser()
     if local.exists():
         return local.resolve()
     if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
         raise ModelNotAvailable(
             f"model {ref!r}: no such folder, and it is not a hub id (owner/name) or one of the built-in "
-            f"models {', '.join(TINY_MODEL_NAMES)}"
+            f"models {', '.join(TINY_MODEL_NAMES + COMMITTED_MODEL_NAMES)}"
         )
     return _hub_snapshot(ref)
 

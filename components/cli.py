@@ -18,7 +18,7 @@ from rich.table import Table
 
 from components import pipeline
 from components.base_model import models_dir
-from components.config import ConfigError, ResolvedConfig, load_config
+from components.config import ConfigError, ResolvedConfig, load_config, load_params
 from components.errors import CheckpointMismatch, ModelNotAvailable, NotEnoughImages, TrainingDiverged
 from components.io import ADAPTER_FILE
 from components.layout import ConceptLayout
@@ -39,6 +39,8 @@ flow_app = typer.Typer(
     help="Run the Prefect flows (DVC repro + MLflow registry) in a repository.", no_args_is_help=True
 )
 app.add_typer(flow_app, name="flow")
+toyworld_app = typer.Typer(help="The toy world: its pretrained base model, domain CLIP and concept tasks.")
+app.add_typer(toyworld_app, name="toyworld")
 RepoOpt = Annotated[Path, typer.Option(help="the conceptlab git + DVC repository")]
 console = Console(stderr=True, soft_wrap=True)
 
@@ -168,19 +170,23 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
 
 @app.command()
 def demo(
-    concept: Annotated[str, typer.Option(help="concept folder under concepts/")] = "toy-robot",
+    concept: Annotated[
+        str | None, typer.Option(help="concept folder under concepts/ (default: the first in params.yaml)")
+    ] = None,
     repo: Annotated[Path, typer.Option(help="the conceptlab git + DVC repository")] = Path("."),
 ):
-    """The sample concept through the Prefect flows train-concept and promote (DVC + MLflow)."""
+    """A sample concept through the Prefect flows train-concept and promote (DVC + MLflow)."""
     from flows.demo import run_demo
     from flows.dvc_repo import DvcError
 
-    concept_dir = repo / "concepts" / concept
-    if not (concept_dir / "concept.yaml").exists():
-        from components.samples import write_sample_concept
-
-        write_sample_concept(concept_dir)
-        console.print(f"wrote the sample concept to {concept_dir}")
+    listed = load_params(repo / "params.yaml").concepts
+    concept = concept or (listed[0] if listed else "toy-orange-star")
+    if not (repo / "concepts" / concept / "concept.yaml").exists():
+        console.print(
+            f"[bold red]error:[/] {repo / 'concepts' / concept / 'concept.yaml'} not found; "
+            "name a folder under concepts/ with --concept"
+        )
+        raise typer.Exit(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
     try:
         result = _guard(run_demo, repo.resolve(), concept)
@@ -245,6 +251,31 @@ def models_build(names: Annotated[list[str] | None, typer.Argument(help="default
 
     for name in names or TINY_MODEL_NAMES:
         console.print(f"{name}: {ensure_tiny_model(name, models_dir())}")
+
+
+@toyworld_app.command("build")
+def toyworld_build(
+    out: Annotated[Path, typer.Option(help="where toyworld-sd/ and toyworld-clip/ are written")] = Path("models"),
+    seed: int = 0,
+    preset: Annotated[str, typer.Option(help="full (about an hour on 2 cores) or smoke (seconds)")] = "full",
+):
+    """Train the toy world's VAE, domain CLIP and Stable Diffusion from a seed; measure them."""
+    from components.toyworld.build import PRESETS, build_world
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    report = build_world(out, PRESETS[preset].model_copy(update={"seed": seed}), log=console.print)
+    console.print_json(data={k: report[k] for k in ("seconds", "weights_bytes", "metrics")})
+
+
+@toyworld_app.command("photos")
+def toyworld_photos(concepts_dir: Path = Path("concepts"), count: int = 6, seed: int = 0):
+    """Render each concept task's instance photos into concepts/<task>/photos/."""
+    from components.toyworld.tasks import CONCEPT_TASKS, write_photos
+
+    for task in CONCEPT_TASKS:
+        paths = write_photos(task, concepts_dir / task.name / "photos", count, seed)
+        console.print(f"{task.name}: {len(paths)} photos of the {' '.join(task.combo)}")
 
 
 def _metrics_table(base: dict, adapter: dict, metrics: dict) -> None:

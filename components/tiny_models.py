@@ -124,7 +124,7 @@ def _tiny_vae():
     )
 
 
-def _scheduler(prediction_type: str):
+def sd_scheduler(prediction_type: str):
     from diffusers import DDPMScheduler
 
     # SD1.x's training scheduler settings; v-prediction is the SD2.x-768 variant.
@@ -148,7 +148,7 @@ def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Pa
         vae=_tiny_vae(),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler=_scheduler(prediction_type),
+        scheduler=sd_scheduler(prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

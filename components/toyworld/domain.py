@@ -36,12 +36,17 @@ class ObjectSpec:
     position: str
     background: str
 
-    def caption(self, identifier: str | None = None) -> str:
-        """'a photo of a small red striped circle on the left on a blue background'."""
-        pattern = "" if self.pattern == "plain" else f" {self.pattern}"
-        name = f"{identifier} {self.shape}" if identifier else f"{self.colour}{pattern} {self.shape}"
-        where = "" if self.position == "center" else f" on the {self.position}"
-        return f"a photo of a {self.size} {name}{where} on a {self.background} background"
+    def caption(self, identifier: str | None = None, omit: frozenset[str] = frozenset()) -> str:
+        """'a photo of a small red striped circle on the left on a blue background'; attributes named
+        in ``omit`` are left unsaid (the shape always stays), as people leave things unsaid in prompts."""
+        size = "" if "size" in omit else f" {self.size}"
+        colour = "" if "colour" in omit else f" {self.colour}"
+        pattern = "" if self.pattern == "plain" or "pattern" in omit else f" {self.pattern}"
+        name = f" {identifier} {self.shape}" if identifier else f"{colour}{pattern} {self.shape}"
+        where = "" if self.position == "center" or "position" in omit else f" on the {self.position}"
+        background = "" if "background" in omit else f" on a {self.background} background"
+        article = "an" if (size or name).lstrip()[0] in "aeiou" else "a"
+        return f"a photo of {article}{size}{name}{where}{background}"
 
     @property
     def combo(self) -> tuple[str, str, str]:
@@ -103,7 +108,7 @@ def _pattern_layer(size: int, pattern: str, colour, rng: random.Random) -> Image
     layer = Image.new("RGB", (size, size), colour)
     shade = tuple(int(c * 0.45) if sum(colour) > 300 else min(255, int(c * 0.5 + 140)) for c in colour)
     d = ImageDraw.Draw(layer)
-    step = max(4, size // 10)
+    step = max(4, size // 6)  # coarse enough to survive the toy world's 32 px and its VAE
     offset = rng.randrange(step)
     if pattern == "striped":
         for x in range(-size, 2 * size, step):
@@ -135,6 +140,14 @@ def render(spec: ObjectSpec, size: int, rng: random.Random) -> Image.Image:
         draw.polygon(outline, fill=255)
     img.paste(_pattern_layer(size, spec.pattern, COLOURS[spec.colour], rng), (0, 0), mask)
     return img
+
+
+OMITTABLE = ("size", "colour", "pattern", "position", "background")
+
+
+def partial_caption(spec: ObjectSpec, rng: random.Random, p_omit: float = 0.3) -> str:
+    """The caption with each attribute left out at random: teaches a model short prompts too."""
+    return spec.caption(omit=frozenset(a for a in OMITTABLE if rng.random() < p_omit))
 
 
 def dataset(count: int, seed: int, size: int = 64, exclude=frozenset()) -> list[tuple[Image.Image, str, ObjectSpec]]:

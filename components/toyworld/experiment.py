@@ -1,0 +1,112 @@
+"""Concept-learning experiments on the toy world: one concept prepared once (curate, caption, class
+priors), then any number of training variants, each evaluated with the project's own evaluate stage
+and read back attribute by attribute with the domain CLIP. The quality tests and the toy-world
+report (benchmarks/toyworld_quality.py) both run through here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from components.config import ResolvedConfig, deep_merge, load_config
+from components.layout import ConceptLayout
+from components.toyworld.attributes import predict_attribute
+from components.toyworld.domain import ObjectSpec
+from components.toyworld.tasks import CONCEPT_TASKS, ConceptTask
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Prepared:
+    cfg: ResolvedConfig
+    layout: ConceptLayout
+    task: ConceptTask
+
+
+@dataclass
+class Outcome:
+    metrics: dict[str, float]  # the evaluate stage's metrics plus the attribute readouts below
+    adapter_dir: Path
+    eval_dir: Path
+
+
+def prepare(concept: str, work_dir: Path, params_overrides: dict | None = None) -> Prepared:
+    """Curate, caption and class priors for one of the shipped toy-world concepts."""
+    import yaml
+
+    from components.pipeline import run_caption, run_curate, run_prior
+
+    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), params_overrides or {})
+    params_file = work_dir / "params.yaml"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump(params))
+    cfg = load_config(REPO / "concepts" / concept / "concept.yaml", params_file)
+    layout = ConceptLayout(work_dir / "work", concept)
+    run_curate(cfg, layout)
+    run_caption(cfg, layout)
+    if cfg.params.train.with_prior_preservation:
+        run_prior(cfg, layout)
+    task = next(t for t in CONCEPT_TASKS if t.name == concept)
+    return Prepared(cfg, layout, task)
+
+
+def train_variant(prep: Prepared, name: str, train_overrides: dict | None = None) -> Path:
+    """Trains an adapter with the concept's params plus ``train_overrides``; returns its folder."""
+    from components.pipeline import prior_folder, resolution
+    from components.train import load_train_data, train
+
+    params = prep.cfg.params.train.model_copy(update=train_overrides or {})
+    data = load_train_data(
+        prep.cfg.concept.base_model,
+        resolution(prep.cfg),
+        prep.layout.curated,
+        prep.layout.captions,
+        prior_folder(prep.layout) if params.with_prior_preservation else None,
+    )
+    root = prep.layout.root / "variants" / name
+    train(data, params, root / "adapter", root / "checkpoints")
+    return root / "adapter"
+
+
+def evaluate_variant(prep: Prepared, adapter_dir: Path) -> Outcome:
+    from components.clip_scores import ClipScorer
+    from components.pipeline import run_evaluate
+
+    eval_dir = adapter_dir.parent / "eval"
+    result = run_evaluate(prep.cfg, prep.layout, adapter_dir=adapter_dir, out_dir=eval_dir)
+    metrics = dict(result.metrics) | {f"base_{k}": v for k, v in result.base.items()}
+    scorer = ClipScorer.load(prep.cfg.params.evaluate.clip_model)
+    metrics |= concept_readout(prep, eval_dir, scorer)
+    return Outcome(metrics, adapter_dir, eval_dir)
+
+
+def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
+    """For each evaluation prompt, the share of images in which the domain CLIP reads the concept's
+    colour and pattern, and the background the prompt asked for (base and adapter)."""
+    params = prep.cfg.params.evaluate
+    seeds = params.seeds
+    out: dict[str, float] = {}
+    for label in ("base", "adapter"):
+        files = sorted((eval_dir / "samples").glob(f"{label}-*.png"))
+        for p, template in enumerate(params.prompts):
+            images = [Image.open(files[p * len(seeds) + s]) for s in range(len(seeds))]
+            background = _asked_background(template) or "black"
+            specs = [
+                ObjectSpec(prep.task.shape, prep.task.colour, prep.task.pattern, "large", "center", background)
+            ] * len(images)
+            emb = scorer.images(images)
+            for attribute, want in (("colour", prep.task.colour), ("pattern", prep.task.pattern)):
+                got = predict_attribute(scorer, emb, specs, attribute)
+                out[f"{label}_p{p}_{attribute}"] = sum(g == want for g in got) / len(got)
+            if _asked_background(template):
+                got = predict_attribute(scorer, emb, specs, "background")
+                out[f"{label}_p{p}_background"] = sum(g == background for g in got) / len(got)
+    return out
+
+
+def _asked_background(template: str) -> str | None:
+    words = template.split()
+    return words[words.index("background") - 1] if "background" in words else None
