@@ -120,6 +120,9 @@ class PromotionParams(_Strict):
     """The promotion gate: the challenger against the champion (or the base model when there is none),
     on the same evaluation prompts and seeds."""
 
+    min_clip_i_gain: float = Field(
+        0.02, description="CLIP-I over the base model's, at least: an adapter that learned nothing is refused"
+    )
     clip_i_margin: float = Field(0.01, ge=0, description="CLIP-I may be at most this much below the reference")
     clip_t_margin: float = Field(0.01, ge=0, description="CLIP-T may be at most this much below the reference")
     max_prior_drift: float = Field(0.25, ge=0, description="class-prompt drift from the base model, at most")

@@ -23,6 +23,9 @@ FORMULAS = {
     "clip_i": "mean over generated images and real instance images of cos(CLIP_image(gen), CLIP_image(real))",
     "diversity": "mean over prompts of mean pairwise (1 - cos) between CLIP image embeddings across seeds",
     "prior_drift": "mean over class-prompt (prompt, seed) pairs of 1 - cos(CLIP_image(base), CLIP_image(adapter))",
+    "class_clip_i": "clip_i of the class-prompt images: how much generic class members look like the instance "
+    "(DreamBooth's PRES, with CLIP in place of DINO)",
+    "class_diversity": "diversity of the class-prompt images",
 }
 
 
@@ -61,7 +64,7 @@ def evaluate(
     scored_texts = [p.format(instance=concept.class_noun, class_noun=concept.class_noun) for p in params.prompts]
     class_prompts = [p.format(class_noun=concept.class_noun) for p in params.class_prompts]
     c_prompts, c_seeds, c_groups = _pairs(concept_prompts, params.seeds)
-    k_prompts, k_seeds, _ = _pairs(class_prompts, params.seeds)
+    k_prompts, k_seeds, k_groups = _pairs(class_prompts, params.seeds)
     prompts, seeds = c_prompts + k_prompts, c_seeds + k_seeds
 
     pipe = load_pipeline(base_model)
@@ -83,6 +86,8 @@ def evaluate(
             "clip_t": clip_t(texts, emb[:n]),
             "clip_i": clip_i(emb[:n], real),
             "diversity": diversity(emb[:n], c_groups),
+            "class_clip_i": clip_i(emb[n:], real),
+            "class_diversity": diversity(emb[n:], k_groups),
         }
     drift = paired_drift(embeddings["base"][n:], embeddings["adapter"][n:])
     metrics = {
@@ -92,6 +97,7 @@ def evaluate(
         "clip_i_gain": scores["adapter"]["clip_i"] - scores["base"]["clip_i"],
         "clip_t_change": scores["adapter"]["clip_t"] - scores["base"]["clip_t"],
         "prior_drift": drift,
+        "class_clip_i_gain": scores["adapter"]["class_clip_i"] - scores["base"]["class_clip_i"],
         "real_images_clip_i": clip_i(real, real),
     }
     staging = new_staging_dir(out_dir)
@@ -99,11 +105,14 @@ def evaluate(
     for label, images in (("base", base_images), ("adapter", adapter_images)):
         for i, (img, seed) in enumerate(zip(images, seeds, strict=True)):
             img.save(staging / "samples" / f"{label}-{i:03d}-seed{seed}.png")
-    grid_columns = [g[0] for g in c_groups] + list(range(n, len(prompts), len(params.seeds)))
+    # Two seeds per prompt: enough to tell a learned concept from one lucky sample.
+    per_prompt = min(2, len(params.seeds))
+    grid_columns = [i for g in c_groups + [[j + n for j in g] for g in k_groups] for i in g[:per_prompt]]
     make_grid(
         [base_images[i] for i in grid_columns],
         [adapter_images[i] for i in grid_columns],
-        [prompts[i] for i in grid_columns],
+        [f"{prompts[i]} (seed {seeds[i]})" for i in grid_columns],
+        photos=[Image.open(p).convert("RGB") for p in instance_images[: len(grid_columns)]],
     ).save(staging / "grid.png")
     settings = {
         **params.model_dump(mode="json"),
@@ -127,25 +136,38 @@ def evaluate(
     return result
 
 
-def make_grid(base: list[Image.Image], adapter: list[Image.Image], labels: list[str], cell: int = 128) -> Image.Image:
-    """Two rows (base, adapter), one column per prompt, the prompt written above each column."""
-    header, margin = 28, 70
-    grid = Image.new("RGB", (margin + cell * len(base), header + 2 * cell), "white")
+def make_grid(
+    base: list[Image.Image],
+    adapter: list[Image.Image],
+    labels: list[str],
+    photos: list[Image.Image] = (),
+    cell: int = 96,
+) -> Image.Image:
+    """Rows: the real photos (if given), then base and adapter, one column per (prompt, seed), each
+    prompt written above its column; pixels scaled up without smoothing, so small images stay sharp."""
+    import textwrap
+
+    line, margin = 11, 60
+    wrapped = [textwrap.wrap(label, width=cell // 6) for label in labels]
+    header = line * max((len(w) for w in wrapped), default=1) + 4
+    rows = [("photos", list(photos))] if photos else []
+    rows += [("base", base), ("adapter", adapter)]
+    grid = Image.new("RGB", (margin + cell * max(len(base), len(photos)), header + cell * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
-    for row, (name, images) in enumerate((("base", base), ("adapter", adapter))):
-        draw.text((6, header + row * cell + cell // 2 - 6), name, fill="black")
+    for r, (name, images) in enumerate(rows):
+        draw.text((6, header + r * cell + cell // 2 - 6), name, fill="black")
         for col, img in enumerate(images):
-            grid.paste(img.resize((cell, cell), Image.Resampling.NEAREST), (margin + col * cell, header + row * cell))
-    for col, label in enumerate(labels):
-        draw.text((margin + col * cell + 2, 2), label[:22], fill="black")
-        draw.text((margin + col * cell + 2, 14), label[22:44], fill="black")
+            grid.paste(img.resize((cell, cell), Image.Resampling.NEAREST), (margin + col * cell, header + r * cell))
+    for col, lines in enumerate(wrapped):
+        for i, text in enumerate(lines):
+            draw.text((margin + col * cell + 2, 2 + i * line), text, fill="black")
     return grid
 
 
 def render_report(result: EvalResult, concept: Concept) -> str:
     rows = "\n".join(
         f"| {name} | {result.base[name]:.4f} | {result.adapter[name]:.4f} | {result.adapter[name] - result.base[name]:+.4f} |"
-        for name in ("clip_i", "clip_t", "diversity")
+        for name in ("clip_i", "clip_t", "diversity", "class_clip_i", "class_diversity")
     )
     s = result.settings
     return (
@@ -163,7 +185,10 @@ for both rows: {len(s["prompts"])} concept prompts and {len(s["class_prompts"])}
 Prior drift (class-only prompts, base vs adapter at the same seeds): **{result.metrics["prior_drift"]:.4f}**.
 Real instance images among themselves: CLIP-I {result.metrics["real_images_clip_i"]:.4f}.
 
-![base vs adapter](grid.png)
+![photos, base and adapter](grid.png)
+
+Grid: the concept's photos on top, then the base model and the adapter; each column is one prompt
+and seed, identical for both rows, so any difference between them is the adapter's doing.
 
 Formulas: raw cosines of `{result.clip_model["name"]}` embeddings.
 """

@@ -19,7 +19,7 @@ from components.config import PromotionParams
 from components.io import StageResult
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-GATED = ("clip_i", "clip_t", "prior_drift")
+GATED = ("clip_i", "clip_t", "prior_drift", "clip_i_gain")
 
 
 class Check(BaseModel):
@@ -42,8 +42,13 @@ class GateVerdict(StageResult):
 
 def decide(challenger: dict[str, float], reference: dict[str, float], rule: PromotionParams) -> list[Check]:
     """The rule, as data: one check per metric, each with the numbers that decided it."""
-    ci, ct, drift = challenger["clip_i"], challenger["clip_t"], challenger["prior_drift"]
+    ci, ct, drift, gain = (challenger[k] for k in ("clip_i", "clip_t", "prior_drift", "clip_i_gain"))
     return [
+        Check(
+            name="learned",
+            passed=gain >= rule.min_clip_i_gain,
+            detail=f"CLIP-I gain over the base model {gain:+.4f} (at least {rule.min_clip_i_gain})",
+        ),
         Check(
             name="clip_i",
             passed=ci >= reference["clip_i"] - rule.clip_i_margin,
@@ -94,7 +99,12 @@ def promote(
         checks = [Check(name="already_champion", passed=True, detail=f"v{challenger.version} is the champion")]
     elif champion is None:
         reference = "base"
-        ref_numbers = {"clip_i": c_metrics["base_clip_i"], "clip_t": c_metrics["base_clip_t"], "prior_drift": 0.0}
+        ref_numbers = {
+            "clip_i": c_metrics["base_clip_i"],
+            "clip_t": c_metrics["base_clip_t"],
+            "prior_drift": 0.0,
+            "clip_i_gain": 0.0,
+        }
         checks = decide(challenger_numbers, ref_numbers, rule)
     else:
         reference = "champion"

@@ -77,7 +77,7 @@ def evaluate_variant(prep: Prepared, adapter_dir: Path) -> Outcome:
 
     eval_dir = adapter_dir.parent / "eval"
     result = run_evaluate(prep.cfg, prep.layout, adapter_dir=adapter_dir, out_dir=eval_dir)
-    metrics = dict(result.metrics) | {f"base_{k}": v for k, v in result.base.items()}
+    metrics = dict(result.adapter) | dict(result.metrics) | {f"base_{k}": v for k, v in result.base.items()}
     scorer = ClipScorer.load(prep.cfg.params.evaluate.clip_model)
     metrics |= concept_readout(prep, eval_dir, scorer)
     return Outcome(metrics, adapter_dir, eval_dir)

@@ -3,12 +3,18 @@
 from components.config import PromotionParams
 from components.promote import decide
 
-RULE = PromotionParams(clip_i_margin=0.02, clip_t_margin=0.0, max_prior_drift=0.2)
-REFERENCE = {"clip_i": 0.80, "clip_t": 0.30, "prior_drift": 0.0}
+RULE = PromotionParams(min_clip_i_gain=0.05, clip_i_margin=0.02, clip_t_margin=0.0, max_prior_drift=0.2)
+REFERENCE = {"clip_i": 0.80, "clip_t": 0.30, "prior_drift": 0.0, "clip_i_gain": 0.0}
 
 
 def failed(challenger):
-    return [c.name for c in decide(challenger, REFERENCE, RULE) if not c.passed]
+    return [c.name for c in decide({"clip_i_gain": 0.1, **challenger}, REFERENCE, RULE) if not c.passed]
+
+
+def test_an_adapter_that_learned_too_little_is_refused():
+    assert failed({"clip_i": 0.85, "clip_t": 0.31, "prior_drift": 0.0, "clip_i_gain": 0.0}) == ["learned"]
+    assert failed({"clip_i": 0.85, "clip_t": 0.31, "prior_drift": 0.0, "clip_i_gain": 0.049}) == ["learned"]
+    assert failed({"clip_i": 0.85, "clip_t": 0.31, "prior_drift": 0.0, "clip_i_gain": 0.05}) == []
 
 
 def test_better_or_equal_passes():
@@ -28,5 +34,13 @@ def test_each_rule_fails_on_its_own():
 
 
 def test_details_carry_the_numbers():
-    checks = decide({"clip_i": 0.7, "clip_t": 0.3, "prior_drift": 0.1}, REFERENCE, RULE)
-    assert "0.7000" in checks[0].detail and "0.8000" in checks[0].detail and "0.02" in checks[0].detail
+    checks = {
+        c.name: c
+        for c in decide({"clip_i": 0.7, "clip_t": 0.3, "prior_drift": 0.1, "clip_i_gain": 0.1}, REFERENCE, RULE)
+    }
+    assert (
+        "0.7000" in checks["clip_i"].detail
+        and "0.8000" in checks["clip_i"].detail
+        and "0.02" in checks["clip_i"].detail
+    )
+    assert "+0.1000" in checks["learned"].detail and "0.05" in checks["learned"].detail

@@ -24,16 +24,24 @@ def test_metrics_grid_and_report(trained):
     result = run_evaluate(cfg, layout)
     out = layout.evaluation
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("clip_i", "clip_t", "diversity", "clip_i_gain", "clip_t_change", "prior_drift"):
+    for key in ("clip_i", "clip_t", "diversity", "clip_i_gain", "clip_t_change", "prior_drift", "class_clip_i_gain"):
         assert isinstance(metrics["metrics"][key], float)
     assert metrics["settings"]["seeds"] == [0, 1] and metrics["settings"]["steps"] == 4
     assert metrics["clip_model"]["name"] == "tiny-clip" and len(metrics["clip_model"]["sha256"]) == 64
-    assert set(metrics["formulas"]) == {"clip_t", "clip_i", "diversity", "prior_drift"}
+    assert set(metrics["formulas"]) == {
+        "clip_t",
+        "clip_i",
+        "diversity",
+        "prior_drift",
+        "class_clip_i",
+        "class_diversity",
+    }
     # 2 concept prompts + 1 class prompt, 2 seeds each, for base and adapter
     assert len(list((out / "samples").glob("base-*.png"))) == 6
     assert len(list((out / "samples").glob("adapter-*.png"))) == 6
     grid = Image.open(out / "grid.png")
-    assert grid.width > grid.height  # one column per prompt, two rows
+    # Rows: photos, base, adapter (96 px each under the captions); columns: 3 prompts x 2 seeds.
+    assert grid.width == 60 + 6 * 96 and grid.height > 3 * 96
     report = (out / "report.md").read_text()
     assert "| clip_i |" in report and "Prior drift" in report
     assert result.metrics["prior_drift"] > 0, "a trained adapter moves class-prompt images at least a little"

@@ -35,7 +35,14 @@ def alias(client, name):
     return str(client.get_model_version_by_alias(NAME, name).version)
 
 
-GOOD = {"clip_i": 0.80, "clip_t": 0.30, "prior_drift": 0.05, "base_clip_i": 0.60, "base_clip_t": 0.29}
+GOOD = {
+    "clip_i": 0.80,
+    "clip_t": 0.30,
+    "prior_drift": 0.05,
+    "clip_i_gain": 0.20,
+    "base_clip_i": 0.60,
+    "base_clip_t": 0.29,
+}
 
 
 def test_first_version_is_gated_against_the_base_model(registry):
@@ -51,7 +58,7 @@ def test_first_version_is_gated_against_the_base_model(registry):
 
 def test_worse_than_base_is_refused_and_no_champion_appears(registry):
     uri, client = registry
-    add_version(client, {**GOOD, "clip_i": 0.50})
+    add_version(client, {**GOOD, "clip_i": 0.50, "clip_i_gain": -0.10})
     verdict = promote(NAME, uri, RULE)
     assert not verdict.passed and not verdict.promoted
     with pytest.raises(mlflow.exceptions.MlflowException):
@@ -106,7 +113,7 @@ def test_a_champion_evaluated_otherwise_is_evaluated_again(registry):
 
     def reevaluate(adapter_dir):
         seen.append((adapter_dir / "pytorch_lora_weights.safetensors").read_text())
-        return {"clip_i": 0.74, "clip_t": 0.30, "prior_drift": 0.05}
+        return {"clip_i": 0.74, "clip_t": 0.30, "prior_drift": 0.05, "clip_i_gain": 0.14}
 
     verdict = promote(NAME, uri, RULE, reevaluate=reevaluate)
     assert seen == ["x"], "the champion's own adapter files were handed over"

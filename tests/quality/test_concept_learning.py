@@ -1,0 +1,86 @@
+"""DreamBooth + LoRA on the toy world, judged by the domain CLIP: the concept is learned, prompts
+still steer it, prior preservation keeps the class, the gate tells good adapters from bad ones, and
+steps and rank move the numbers the expected way. Thresholds sit between the measured values
+(README, "Toy world"; QUALITY_METRICS_JSON writes them) with room to spare on either side."""
+
+import pytest
+import yaml
+
+from components.config import PromotionParams
+from components.promote import decide
+from components.toyworld.experiment import REPO
+
+pytestmark = pytest.mark.quality
+
+# Measured: the default adapter gains 0.23 CLIP-I over the base model at the same prompts and seeds,
+# 40 steps gain 0.08, and a random-noise adapter of the trained one's size moves it by -0.01.
+LEARNING_MARGIN = 0.10
+
+
+def test_adapter_images_look_like_the_instance_and_base_images_do_not(variant):
+    m = variant("default").metrics
+    assert m["clip_i_gain"] >= LEARNING_MARGIN, m
+    # "a photo of a sks triangle": the base draws other colours (orange), the adapter the purple one.
+    assert m["adapter_p0_colour"] >= 0.75 and m["base_p0_colour"] <= 0.25, m
+
+
+def test_prompt_attributes_still_steer_the_learned_concept(variant):
+    m = variant("default").metrics
+    # "a photo of a sks triangle on a green background" and "... large ... on a blue background":
+    # the background follows the prompt and the object keeps the concept's colour.
+    assert m["adapter_p1_background"] >= 0.75 and m["adapter_p3_background"] >= 0.75, m
+    assert m["adapter_p1_colour"] >= 0.75 and (m["adapter_p1_colour"] + m["adapter_p3_colour"]) / 2 >= 0.5, m
+    assert m["base_p1_colour"] + m["base_p3_colour"] <= 0.5, m
+
+
+def test_prior_preservation_keeps_the_class_and_its_absence_drifts(variant):
+    with_prior, without = variant("default").metrics, variant("no_prior").metrics
+    # Measured: drift 0.18 with the prior loss, 0.37 without (same steps and seeds).
+    assert with_prior["prior_drift"] <= 0.25, with_prior
+    assert without["prior_drift"] >= 1.5 * with_prior["prior_drift"], (with_prior, without)
+    # Without it, "a photo of a triangle" turns into the instance (DreamBooth's PRES, with CLIP): 0.16 vs 0.11.
+    assert without["class_clip_i_gain"] >= with_prior["class_clip_i_gain"] + 0.02, (with_prior, without)
+    assert with_prior["class_diversity"] >= 0.7 * with_prior["base_class_diversity"], with_prior
+
+
+def _gate(metrics):
+    rule = PromotionParams(**yaml.safe_load((REPO / "params.yaml").read_text())["promotion"])  # the demo's gate
+    reference = {
+        "clip_i": metrics["base_clip_i"],
+        "clip_t": metrics["base_clip_t"],
+        "prior_drift": 0.0,
+        "clip_i_gain": 0.0,
+    }
+    return [c.name for c in decide(metrics, reference, rule) if not c.passed]
+
+
+def test_gate_accepts_the_trained_adapter(variant):
+    assert _gate(variant("default").metrics) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reasons"),
+    [
+        ("untrained", {"learned"}),  # B = 0: exactly the base model
+        ("noise", {"learned"}),  # random weights of the trained adapter's size
+        ("overtrained", {"clip_t", "prior_drift"}),  # copies the photos, ignores the prompt
+    ],
+)
+def test_gate_refuses_bad_adapters_for_the_right_reason(variant, name, reasons):
+    failed = _gate(variant(name).metrics)
+    assert failed and set(failed) <= reasons | {"clip_i"} and reasons & set(failed), (failed, variant(name).metrics)
+
+
+def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant):
+    short, default, over = variant("short").metrics, variant("default").metrics, variant("overtrained").metrics
+    assert default["clip_i_gain"] >= short["clip_i_gain"] + 0.05, (short, default)  # measured 0.23 vs 0.08
+    # Over-trained: as close to the photos as the default or closer, but the prompt no longer steers it:
+    # CLIP-T 0.45 vs 0.60, "on a green background" read in 0 of 4 images vs 4 of 4.
+    assert over["clip_i"] >= default["clip_i"] - 0.02, (default, over)
+    assert over["clip_t"] <= default["clip_t"] - 0.05, (default, over)
+    assert over["adapter_p1_background"] <= default["adapter_p1_background"] - 0.5, (default, over)
+
+
+def test_lower_rank_learns_less_at_the_same_steps(variant):
+    # Measured at 200 steps, same alpha/rank: rank 1 gains 0.07, rank 8 gains 0.23.
+    assert variant("rank1").metrics["clip_i_gain"] <= variant("default").metrics["clip_i_gain"] - 0.05
