@@ -139,13 +139,13 @@ def sd_scheduler(prediction_type: str):
     )
 
 
-def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Path:
-    """A tiny U-Net and VAE around the given text encoder, saved as a diffusers pipeline folder."""
+def save_sd_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer, prediction_type: str = "epsilon") -> Path:
+    """The components as a diffusers StableDiffusionPipeline folder (SD1.x scheduler, no safety checker)."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        unet=_tiny_unet(),
-        vae=_tiny_vae(),
+        unet=unet,
+        vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         scheduler=sd_scheduler(prediction_type),
@@ -155,6 +155,11 @@ def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Pa
     )
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Path:
+    """A tiny random U-Net and VAE around the given text encoder."""
+    return save_sd_pipeline(out_dir, _tiny_unet(), _tiny_vae(), text_encoder, tokenizer, prediction_type)
 
 
 def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from components.tiny_models import save_sd_pipeline
 from components.toyworld import train_clip as clip_training
 from components.toyworld.attributes import attribute_accuracy, chance_levels
 from components.toyworld.data import RESOLUTION, to_images, world_data
@@ -88,7 +89,7 @@ def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
         mean * scale, std * scale, captions, tokenizer, config.sd_steps, config.sd_batch, config.sd_lr, config.seed, log
     )
     timings["sd"] = time.time() - mark
-    sd_dir = _publish(out_dir, SD_NAME, lambda tmp: save_sd(vae, text_encoder, tokenizer, unet, tmp))
+    sd_dir = _publish(out_dir, SD_NAME, lambda tmp: save_sd_pipeline(tmp, unet, vae, text_encoder, tokenizer))
     timings["total"] = time.time() - started
 
     mark = time.time()
@@ -136,24 +137,6 @@ def save_clip(model, tokenizer, folder: Path) -> None:
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     tokenizer.save_pretrained(folder)
-
-
-def save_sd(vae, text_encoder, tokenizer, unet, folder: Path) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    from components.tiny_models import sd_scheduler
-
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=sd_scheduler("epsilon"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
 
 
 def measure_world(sd_dir: Path, clip_dir: Path, vae, config: BuildConfig) -> dict:
