@@ -180,7 +180,7 @@ def demo(
     from flows.dvc_repo import DvcError
 
     listed = load_params(repo / "params.yaml").concepts
-    concept = concept or (listed[0] if listed else "toy-orange-star")
+    concept = concept or (listed[0] if listed else "toy-purple-triangle")
     if not (repo / "concepts" / concept / "concept.yaml").exists():
         console.print(
             f"[bold red]error:[/] {repo / 'concepts' / concept / 'concept.yaml'} not found; "

@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from components.io import new_staging_dir, publish
+
 TINY_SD = "tiny-sd"
 TINY_TAIYI = "tiny-taiyi"
 TINY_CLIP = "tiny-clip"
@@ -288,16 +290,7 @@ def ensure_tiny_model(name: str, models_dir: Path) -> Path:
     marker = target / ".complete"
     if marker.exists() and marker.read_text().strip() == fingerprint:
         return target
-    tmp = models_dir / f".{name}.building"
-    _remove_tree(tmp)
-    _BUILDERS[name](tmp)
-    (tmp / ".complete").write_text(fingerprint + "\n")
-    _remove_tree(target)
-    tmp.rename(target)
-    return target
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    staging = new_staging_dir(target)
+    _BUILDERS[name](staging)
+    (staging / ".complete").write_text(fingerprint + "\n")
+    return publish(staging, target)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import platform
 import random
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
+from components.base_model import load_pipeline
+from components.io import new_staging_dir, publish
 from components.tiny_models import save_sd_pipeline
 from components.toyworld import train_clip as clip_training
 from components.toyworld.attributes import attribute_accuracy, chance_levels
@@ -65,7 +66,6 @@ PRESETS = {
 def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
     timings: dict[str, float] = {}
     started = time.time()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = world_data(config.images, config.seed)
     timings["render"] = time.time() - started
 
@@ -93,7 +93,8 @@ def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
     timings["total"] = time.time() - started
 
     mark = time.time()
-    metrics = measure_world(sd_dir, clip_dir, vae, config)
+    pipe = load_pipeline(str(sd_dir))
+    metrics = measure_world(pipe, clip_dir, vae, config)
     timings["measure"] = time.time() - mark
     report = {
         "command": f"conceptlab toyworld build --seed {config.seed}",
@@ -109,20 +110,16 @@ def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
         "metrics": metrics,
     }
     (out_dir / "toyworld-build.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_samples(sd_dir, out_dir / "toyworld-samples.png", config.eval_guidance)
+    write_samples(pipe, out_dir / "toyworld-samples.png", config.eval_guidance)
     write_model_card(out_dir)
     return report
 
 
 def _publish(out_dir: Path, name: str, save) -> Path:
-    """Saves into a temporary folder and renames it into place: a half-written model never appears."""
-    tmp, target = out_dir / f".{name}.building", out_dir / name
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    """Saves into a staging folder and renames it into place: a half-written model never appears."""
+    staging = new_staging_dir(out_dir / name)
+    save(staging)
+    return publish(staging, out_dir / name)
 
 
 def save_clip(model, tokenizer, folder: Path) -> None:
@@ -139,10 +136,10 @@ def save_clip(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def measure_world(sd_dir: Path, clip_dir: Path, vae, config: BuildConfig) -> dict:
-    """Through the saved folders, as every user loads them: VAE fidelity, CLIP zero-shot accuracy per
-    attribute on unseen renders, and how often the base model's images show what the prompt asked."""
-    from components.base_model import load_pipeline
+def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig) -> dict:
+    """Through the saved folders, as every user loads them (``pipe`` is the saved SD, loaded): VAE
+    fidelity, CLIP zero-shot accuracy per attribute on unseen renders, and how often the base model's
+    images show what the prompt asked."""
     from components.clip_scores import ClipScorer
     from components.config import GenerationParams
     from components.generation import generate
@@ -155,7 +152,6 @@ def measure_world(sd_dir: Path, clip_dir: Path, vae, config: BuildConfig) -> dic
 
     rng = random.Random(config.seed + 7)
     specs = [random_spec(rng, HELD_OUT) for _ in range(config.eval_prompts)]
-    pipe = load_pipeline(str(sd_dir))
     params = GenerationParams(scheduler="ddim", steps=25, guidance_scale=config.eval_guidance, batch_size=16)
     images = generate(pipe, [s.caption() for s in specs], list(range(len(specs))), params, RESOLUTION)
     prompt_following = attribute_accuracy(scorer, scorer.images(images), specs)
@@ -182,15 +178,13 @@ SAMPLE_PROMPTS = (
 )
 
 
-def write_samples(sd_dir: Path, path: Path, guidance: float, seeds: int = 4) -> None:
+def write_samples(pipe, path: Path, guidance: float, seeds: int = 4) -> None:
     """A grid for the model card: one column per prompt above, one row per seed."""
     from PIL import Image
 
-    from components.base_model import load_pipeline
     from components.config import GenerationParams
     from components.generation import generate
 
-    pipe = load_pipeline(str(sd_dir))
     params = GenerationParams(scheduler="ddim", steps=25, guidance_scale=guidance, batch_size=10)
     prompts = [p for _ in range(seeds) for p in SAMPLE_PROMPTS]
     images = generate(pipe, prompts, list(range(len(prompts))), params, RESOLUTION)

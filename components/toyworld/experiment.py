@@ -93,7 +93,8 @@ def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
         files = sorted((eval_dir / "samples").glob(f"{label}-*.png"))
         for p, template in enumerate(params.prompts):
             images = [Image.open(files[p * len(seeds) + s]) for s in range(len(seeds))]
-            background = _asked_background(template) or "black"
+            asked = _asked_background(template)
+            background = asked or "black"  # any value: the background is held fixed, not read, below
             specs = [
                 ObjectSpec(prep.task.shape, prep.task.colour, prep.task.pattern, "large", "center", background)
             ] * len(images)
@@ -101,7 +102,7 @@ def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
             for attribute, want in (("colour", prep.task.colour), ("pattern", prep.task.pattern)):
                 got = predict_attribute(scorer, emb, specs, attribute)
                 out[f"{label}_p{p}_{attribute}"] = sum(g == want for g in got) / len(got)
-            if _asked_background(template):
+            if asked:
                 got = predict_attribute(scorer, emb, specs, "background")
                 out[f"{label}_p{p}_background"] = sum(g == background for g in got) / len(got)
     return out
