@@ -18,6 +18,7 @@ from rich.table import Table
 
 from components import pipeline
 from components.base_model import models_dir
+from components.environment import apply_embedded_defaults
 from components.config import ConfigError, ResolvedConfig, load_config, load_params
 from components.errors import CheckpointMismatch, ModelNotAvailable, NotEnoughImages, TrainingDiverged
 from components.io import ADAPTER_FILE
@@ -27,8 +28,10 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 
 
 @app.callback()
-def _quiet_libraries() -> None:
-    """Library chatter (MLflow INFO lines, load reports) hides the stage summaries a person reads."""
+def _defaults() -> None:
+    """Embedded/offline defaults for Prefect and MLflow (components.environment); and quiet libraries:
+    their chatter (MLflow INFO lines, load reports) hides the stage summaries a person reads."""
+    apply_embedded_defaults()
     for var in ("MLFLOW_LOGGING_LEVEL", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
         os.environ.setdefault(var, "WARNING" if var.startswith("MLFLOW") else "error")
 

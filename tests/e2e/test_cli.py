@@ -78,10 +78,10 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "HOME": str(tmp_path / "home"),
         "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    # The CLI must bring its own Prefect defaults (startup timeout, analytics off): no script sets them.
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        env.pop(var, None)
 
     def demo():
         proc = subprocess.run(
