@@ -88,8 +88,8 @@ def save_adapter(out_dir: Path, unet, text_encoder, params: TrainParams) -> Path
         save_directory=out_dir,
         unet_lora_layers=unet_layers,
         text_encoder_lora_layers=te_layers,
-        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-        text_encoder_lora_adapter_metadata=(text_encoder.peft_config["default"].to_dict() if te_layers else None),
+        unet_lora_adapter_metadata=adapter_metadata(unet.peft_config["default"]),
+        text_encoder_lora_adapter_metadata=(adapter_metadata(text_encoder.peft_config["default"]) if te_layers else None),
         weight_name=ADAPTER_FILE,
         safe_serialization=True,
     )
@@ -102,6 +102,12 @@ def save_adapter(out_dir: Path, unet, text_encoder, params: TrainParams) -> Path
         )
     save_file({k: v.contiguous() for k, v in kohya.items()}, str(out_dir / KOHYA_FILE), metadata={"format": "pt"})
     return out_dir / ADAPTER_FILE
+
+
+def adapter_metadata(config: LoraConfig) -> dict:
+    """The PEFT config saved beside the weights, with its sets sorted: peft keeps `target_modules` as a
+    set, whose order follows Python's hash seed, and the same weights must give the same file bytes."""
+    return {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in config.to_dict().items()}
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
