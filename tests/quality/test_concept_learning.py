@@ -74,11 +74,13 @@ def test_gate_refuses_bad_adapters_for_the_right_reason(variant, name, reasons):
 def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant):
     short, default, over = variant("short").metrics, variant("default").metrics, variant("overtrained").metrics
     assert default["clip_i_gain"] >= short["clip_i_gain"] + 0.05, (short, default)  # measured 0.23 vs 0.08
-    # Over-trained: as close to the photos as the default or closer, but the prompt no longer steers it:
-    # CLIP-T 0.45 vs 0.60, "on a green background" read in 0 of 4 images vs 4 of 4.
-    assert over["clip_i"] >= default["clip_i"] - 0.02, (default, over)
+    # Over-trained (1500 steps at lr 5e-3, no prior): still the instance, but the prompt no longer steers
+    # it and the class drifts. Each claim is a mean over all images, not a count of 4: at this learning
+    # rate float summation order (CPU, thread count) sends runs apart (README, "Toy world"). Measured at
+    # 1 / 2 threads: CLIP-I gain 0.21 / 0.24, CLIP-T 0.49 / 0.45 (default 0.60), drift 0.48 / 0.62 (0.18).
+    assert over["clip_i_gain"] >= LEARNING_MARGIN, (default, over)
     assert over["clip_t"] <= default["clip_t"] - 0.05, (default, over)
-    assert over["adapter_p1_background"] <= default["adapter_p1_background"] - 0.5, (default, over)
+    assert over["prior_drift"] >= 2 * default["prior_drift"], (default, over)
 
 
 def test_lower_rank_learns_less_at_the_same_steps(variant):
