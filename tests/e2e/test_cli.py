@@ -59,6 +59,13 @@ def test_too_few_photos_exit_code_and_message(concept_dir, params_file, tmp_path
     assert result.exit_code == 2 and "only 1 photo(s) accepted" in result.output
 
 
+def test_flow_train_concept_refuses_an_unlisted_concept_with_what_to_do(tmp_path):
+    (tmp_path / "params.yaml").write_text("concepts: [toy-robot]\n")
+    result = cli("flow", "train-concept", "toy-white-diamond", "--repo", tmp_path)
+    assert result.exit_code == 2
+    assert "toy-white-diamond is not listed in" in result.output and "conceptlab demo --concept" in result.output
+
+
 def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
     concept = concept_dir / "concept.yaml"
     concept.write_text(concept.read_text().replace("base_model: tiny-sd", "base_model: nobody/no-such-model"))
@@ -69,10 +76,11 @@ def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
-    """The README's demo as a subprocess on a git + DVC copy of the project, twice."""
+    """The README's demo as a subprocess on a git + DVC copy of the project, twice, on a concept folder
+    that params.yaml `concepts` does not list yet (`demo --concept <folder>` lists it)."""
     from tests.conftest import FAST_FLOW_PARAMS, make_project_repo
 
-    repo = make_project_repo(tmp_path / "repo", FAST_FLOW_PARAMS, track_photos_with_dvc=False)
+    repo = make_project_repo(tmp_path / "repo", {**FAST_FLOW_PARAMS, "concepts": []}, track_photos_with_dvc=False)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -85,7 +93,7 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
 
     def demo():
         proc = subprocess.run(
-            [sys.executable, "-m", "components.cli", "demo", "--repo", str(repo)],
+            [sys.executable, "-m", "components.cli", "demo", "--concept", "toy-robot", "--repo", str(repo)],
             cwd=repo,
             env=env,
             capture_output=True,
@@ -96,11 +104,13 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
         return proc.stderr
 
     first = demo()
+    assert "note: added toy-robot to params.yaml `concepts`" in first
     assert "DVC ran: curate@toy-robot, caption@toy-robot, prior@toy-robot, train@toy-robot, evaluate@toy-robot" in first
     assert "gate vs base" in first and "mlflow ui" in first and "prefect server start" in first
     assert any((tmp_path / "home" / ".cache" / "conceptlab" / "dvc-remote").rglob("*")), "pushed to the local remote"
     second = demo()
     assert "DVC ran: nothing; skipped: curate@toy-robot" in second and "already @champion" in second
+    assert "note: added" not in second, "listed once"
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
     assert str(client.get_model_version_by_alias("toy-robot", "champion").version) == "1"
