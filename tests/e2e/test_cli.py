@@ -44,6 +44,33 @@ def test_stage_by_stage_chain(concept_dir, params_file, tmp_path):
     assert "already registered as toy-robot v1" in cli("register", concept, *common).output
 
 
+def test_run_does_all_six_stages(concept_dir, tmp_path):
+    from components.io import ADAPTER_FILE, read_json
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "prior: {num_images: 2, steps: 2, batch_size: 2}\n"
+        "train: {max_steps: 2, batch_size: 1, rank: 2, alpha: 2, checkpoint_every: 2}\n"
+        "evaluate: {seeds: [0], steps: 2, prompts: ['a photo of {instance}'], class_prompts: ['a {class_noun}']}\n"
+        f"registry: {{tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n"
+    )
+    work = tmp_path / "work" / "toy-robot"
+    result = cli("run", concept_dir / "concept.yaml", "--params", params, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    for stage in ("curate", "caption", "prior", "train", "evaluate", "register"):
+        assert f"done {stage} in" in result.output
+    assert read_json(work / "curated" / "manifest.json")["accepted"] == 6
+    assert len(read_json(work / "captions" / "captions.json")["entries"]) == 6
+    assert len(read_json(work / "prior" / "manifest.json")["images"]) == 2
+    assert read_json(work / "adapter" / "train.json")["steps"] == 2 and (work / "adapter" / ADAPTER_FILE).exists()
+    assert {"clip_i", "clip_t", "prior_drift"} <= set(read_json(work / "eval" / "metrics.json")["metrics"])
+    registered = read_json(work / "registered.json")
+    version = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias(
+        "toy-robot", "challenger"
+    )
+    assert (registered["model_name"], registered["version"]) == ("toy-robot", str(version.version))
+
+
 def test_bad_config_is_one_clear_error(concept_dir, tmp_path):
     params = tmp_path / "bad.yaml"
     params.write_text("train:\n  max_step: 10\n")
