@@ -87,7 +87,7 @@ def caption(curated_dir: Path, out_dir: Path, params: CaptionParams, concept: Co
                 image=str(image.relative_to(curated_dir)),
                 sha256=photo.sha256,
                 caption_file=sidecar.name,
-                caption=text if edited else new_text,
+                caption=wanted,
                 generated=new_text,
                 edited_by_person=edited,
             )

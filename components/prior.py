@@ -2,8 +2,9 @@
 
 Any concept of the same class, base model and settings reuses the folder (nothing is generated
 twice); changing any input (model content, prompt, seeds, sampler, steps, ..., and the code and
-library versions that generate) gives a new folder, so stale images are never reused -- the reference DreamBooth script only counts files. A folder is
-written under a temporary name and renamed when complete, so an interrupted run is never reused.
+library versions that generate) gives a new folder, so stale images are never reused -- the
+reference DreamBooth script only counts files. A folder is written under a temporary name and
+renamed when complete, so an interrupted run is never reused.
 Each concept gets its own view of the folder (hard links, no copies) for DVC to version.
 """
 
