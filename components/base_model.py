@@ -74,10 +74,22 @@ def _hub_snapshot(repo_id: str) -> Path:
         ) from exc
 
 
-@lru_cache(maxsize=32)
 def _folder_digest(folder: str) -> str:
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
-    return sha256_json([[str(p.relative_to(folder)), sha256_file(p)] for p in files])
+    # Hashing is cached per (name, size, mtime, inode) of every file: new weights saved under the same
+    # folder name are hashed again, never answered from the cache.
+    stats = tuple((str(p.relative_to(folder)), *_stat_key(p)) for p in files)
+    return _digest(folder, stats)
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@lru_cache(maxsize=32)
+def _digest(folder: str, stats: tuple) -> str:
+    return sha256_json([[name, sha256_file(Path(folder) / name)] for name, *_ in stats])
 
 
 def model_identity(ref: str) -> dict[str, str]:

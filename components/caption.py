@@ -2,7 +2,9 @@
 
 Captioners: ``template`` ("a photo of {token} {class_noun}") or ``vlm``, a real vision-language model
 through transformers (BLIP-class, from a local folder or hub id) whose caption is prefixed with the
-instance phrase. A caption a person edited (file text differs from what conceptlab wrote) is kept.
+instance phrase. A caption a person edited (file text differs from what conceptlab wrote) is kept,
+attached to its photo by content (the photo's sha256 in the curate manifest), not by file name or
+position: adding, removing or renaming other photos never moves or drops it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from tqdm import tqdm
 
 from components.config import CaptionParams, Concept
 from components.curate import CurateResult
-from components.io import StageResult, read_json, sha256_bytes
+from components.io import StageResult, read_json
 
 
 class CaptionEntry(StageResult):
     image: str
+    sha256: str  # the photo's, from the curate manifest: what an edited caption stays attached to
     caption_file: str
     caption: str
     generated: str
@@ -58,8 +61,8 @@ def vlm_captions(images: list[Path], params: CaptionParams, concept: Concept) ->
 
 def caption(curated_dir: Path, out_dir: Path, params: CaptionParams, concept: Concept) -> CaptionResult:
     manifest = CurateResult.read(curated_dir / "manifest.json")
-    images = manifest.accepted_images(curated_dir)
-    previous = _previous_generated(out_dir / "captions.json")
+    photos = [e for e in manifest.entries if e.status == "accepted" and e.output]
+    images = [curated_dir / e.output for e in photos]
     if params.captioner == "template":
         generated = [template_caption(params, concept)] * len(images)
         model = None
@@ -68,23 +71,23 @@ def caption(curated_dir: Path, out_dir: Path, params: CaptionParams, concept: Co
         model = params.vlm_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    edits, written = _person_edits(out_dir)  # read before anything is written or removed
     entries = []
-    for image, new_text in zip(images, generated, strict=True):
+    for photo, image, new_text in zip(photos, images, generated, strict=True):
         sidecar = out_dir / f"{image.stem}.txt"
-        text, edited = new_text, False
-        if sidecar.exists():
-            on_disk = sidecar.read_text(encoding="utf-8").strip()
-            # Written or edited by a person: the file differs from what conceptlab generated last
-            # time (or conceptlab never wrote it). Keep it.
-            if on_disk and previous.get(sidecar.name) != sha256_bytes(on_disk.encode()):
-                text, edited = on_disk, True
-        if not edited:
-            sidecar.write_text(text + "\n", encoding="utf-8")
+        text = edits.get(photo.sha256)
+        if text is None and sidecar.name not in written and sidecar.exists():
+            text = sidecar.read_text(encoding="utf-8").strip() or None  # a person wrote it before any run
+        edited = text is not None
+        wanted = text if edited else new_text
+        if not sidecar.exists() or sidecar.read_text(encoding="utf-8").strip() != wanted:
+            sidecar.write_text(wanted + "\n", encoding="utf-8")  # a new name for an edit, or a new caption
         entries.append(
             CaptionEntry(
                 image=str(image.relative_to(curated_dir)),
+                sha256=photo.sha256,
                 caption_file=sidecar.name,
-                caption=text,
+                caption=wanted,
                 generated=new_text,
                 edited_by_person=edited,
             )
@@ -103,8 +106,17 @@ def caption(curated_dir: Path, out_dir: Path, params: CaptionParams, concept: Co
     return result
 
 
-def _previous_generated(record: Path) -> dict[str, str]:
-    """sidecar name -> hash of the caption conceptlab generated for it on the previous run."""
+def _person_edits(out_dir: Path) -> tuple[dict[str, str], set[str]]:
+    """Captions a person edited since the previous run, by photo sha256, and every sidecar name
+    conceptlab wrote. A sidecar is edited when its text differs from what conceptlab generated for it."""
+    record = out_dir / "captions.json"
     if not record.exists():
-        return {}
-    return {e["caption_file"]: sha256_bytes(e["generated"].encode()) for e in read_json(record)["entries"]}
+        return {}, set()
+    edits, written = {}, set()
+    for e in read_json(record)["entries"]:
+        written.add(e["caption_file"])
+        sidecar = out_dir / e["caption_file"]
+        on_disk = sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else ""
+        if on_disk and on_disk != e["generated"].strip() and e.get("sha256"):
+            edits[e["sha256"]] = on_disk
+    return edits, written

@@ -192,7 +192,7 @@ def demo(
         raise typer.Exit(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
     try:
-        result = _guard(run_demo, repo.resolve(), concept)
+        result = _guard(run_demo, repo.resolve(), concept, log=console.print)
     except DvcError as exc:
         console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
         raise typer.Exit(2) from exc
@@ -221,6 +221,15 @@ def demo(
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
     """dvc repro the concept, commit dvc.lock, push to the DVC remote, register as challenger."""
     from flows.train_concept import train_concept
+
+    if concept not in _guard(load_params, repo / "params.yaml").concepts:
+        # The flow commits dvc.lock: a concept it runs must be in the committed params.yaml too.
+        console.print(
+            f"[bold red]error:[/] {concept} is not listed in {repo / 'params.yaml'} `concepts` (dvc.yaml runs "
+            "each stage for the listed concepts): add it there and commit params.yaml, "
+            f"or try it first with `conceptlab demo --concept {concept}`, which adds it"
+        )
+        raise typer.Exit(2)
 
     result = train_concept(concept, repo=str(repo), push_outputs=push, commit_lock=commit)
     console.print(f"ran: {result['ran'] or 'nothing'}; registered v{result['registration']['version']}")

@@ -216,7 +216,8 @@ def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) ->
             continue
         by_phash.append((phash, raw.source))
         accepted += 1
-        name = f"{accepted:03d}-{slugify(Path(raw.source).stem)[:40]}.png"
+        # Named by content, not position: adding or removing a photo leaves the others' names alone.
+        name = f"{slugify(Path(raw.source).stem)[:40]}-{entry.sha256[:8]}.png"
         fit_square(rgb, resolution, params.crop).save(staging / name, format="PNG")
         entry.status, entry.output = "accepted", f"images/{name}"
 

@@ -1,9 +1,10 @@
 """prior: class images for prior preservation, in a folder addressed by the hash of every input.
 
 Any concept of the same class, base model and settings reuses the folder (nothing is generated
-twice); changing any input (model content, prompt, seeds, sampler, steps, ...) gives a new folder,
-so stale images are never reused -- the reference DreamBooth script only counts files. A folder is
-written under a temporary name and renamed when complete, so an interrupted run is never reused.
+twice); changing any input (model content, prompt, seeds, sampler, steps, ..., and the code and
+library versions that generate) gives a new folder, so stale images are never reused -- the
+reference DreamBooth script only counts files. A folder is written under a temporary name and
+renamed when complete, so an interrupted run is never reused.
 Each concept gets its own view of the folder (hard links, no copies) for DVC to version.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,7 +21,10 @@ from tqdm import tqdm
 from components.base_model import load_pipeline, model_identity
 from components.config import PriorParams
 from components.generation import generate
-from components.io import StageResult, new_staging_dir, publish, sha256_json, slugify, write_json
+from components.io import StageResult, new_staging_dir, publish, sha256_file, sha256_json, slugify, write_json
+
+# The libraries that turn a model and a prompt into pixels; a new version may draw other images.
+GENERATING_LIBRARIES = ("torch", "diffusers", "transformers")
 
 
 class PriorImage(StageResult):
@@ -35,9 +41,19 @@ class PriorResult(StageResult):
     reused: bool = False
 
 
+def generation_code_version() -> dict[str, str]:
+    """The code that decides the pixels besides the inputs: a hash of the source of this module and of
+    the modules it loads the model and generates with (found from the functions it calls, so the set
+    follows the code when it moves), and the versions of the libraries they run."""
+    modules = sorted({__name__, load_pipeline.__module__, generate.__module__})
+    sources = {m: sha256_file(Path(sys.modules[m].__file__)) for m in modules}
+    return {"sources": sha256_json(sources)[:16], **{lib: version(lib) for lib in GENERATING_LIBRARIES}}
+
+
 def prior_inputs(base_model: str, class_noun: str, params: PriorParams, resolution: int) -> dict:
     """Everything that changes the class images; its hash names the folder."""
     return {
+        "code": generation_code_version(),
         "model": model_identity(base_model),
         "prompt": params.prompt.format(class_noun=class_noun),
         "negative_prompt": params.negative_prompt,

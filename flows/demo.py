@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flows import dvc_repo
+from flows.common import list_concept
 
 DEFAULT_REMOTE_DIR = Path.home() / ".cache" / "conceptlab" / "dvc-remote"
 
@@ -21,10 +23,16 @@ def ensure_dvc_remote(repo: Path) -> str:
     return "local"
 
 
-def run_demo(repo: Path, concept: str) -> dict:
+def run_demo(repo: Path, concept: str, log: Callable[[str], object] = print) -> dict:
     from flows.promote import promote
     from flows.train_concept import train_concept
 
+    # Any concept folder runs: one not yet in params.yaml `concepts` (what dvc.yaml loops over) is added.
+    if list_concept(repo, concept):
+        log(
+            f"note: added {concept} to params.yaml `concepts` (dvc.yaml runs each stage for the listed "
+            "concepts); commit params.yaml to keep it"
+        )
     remote = ensure_dvc_remote(repo)
     started = time.time()
     # The demo leaves the person's git history alone; scheduled runs commit dvc.lock (commit_lock=True).

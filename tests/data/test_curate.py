@@ -1,5 +1,6 @@
 """curate on bad and unusual inputs: every file is listed, each rejection with its reason."""
 
+import hashlib
 import io
 import shutil
 import struct
@@ -8,6 +9,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pytest
 from PIL import Image
@@ -156,16 +158,32 @@ def test_archives_reject_members_that_escape(tmp_path, good):
 
 
 def test_too_few_survivors_is_an_error_after_writing_the_manifest(tmp_path, good):
+    out, params = tmp_path / "out", PARAMS.model_copy(update={"min_images": 3})
+    assert curate(str(good[0].parent), out, params, 64).accepted == 4  # a good run first, same folder
+    assert len(list((out / "images").iterdir())) == 4
     src = tmp_path / "few"
     src.mkdir()
     shutil.copy(good[0], src / "a.jpg")
     shutil.copy(good[0], src / "b.jpg")
     (src / "c.txt").write_text("x")
     with pytest.raises(NotEnoughImages, match=r"only 1 photo\(s\) accepted, min_images=3"):
-        curate(str(src), tmp_path / "out", PARAMS.model_copy(update={"min_images": 3}), 64)
-    manifest = (tmp_path / "out" / "manifest.json").read_text()
-    assert "exact duplicate of a.jpg" in manifest
-    assert not (tmp_path / "out" / "images").exists(), "no partial training set is left behind"
+        curate(str(src), out, params, 64)
+    manifest = CurateResult.read(out / "manifest.json")
+    assert manifest.source == str(src) and "exact duplicate of a.jpg" in (out / "manifest.json").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"], "the previous training set is gone"
+    assert not list(tmp_path.glob("out*.partial")), "and no partial one is left behind"
+
+
+def test_manifest_hashes_are_those_of_the_input_files(tmp_path, good):
+    """sha256 of each photo's bytes as read, and the perceptual hash of the photo as decoded."""
+    result = curate(str(good[0].parent), tmp_path / "out", PARAMS, 64)
+    entries = by_source(result)
+    assert sorted(entries) == sorted(p.name for p in good)
+    for photo in good:
+        entry = entries[photo.name]
+        assert entry.sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
+        assert entry.phash == str(imagehash.phash(Image.open(photo).convert("RGB")))
+        assert entry.original_size == Image.open(photo).size
 
 
 def test_rerun_replaces_previous_output(tmp_path, good):

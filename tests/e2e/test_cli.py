@@ -44,6 +44,33 @@ def test_stage_by_stage_chain(concept_dir, params_file, tmp_path):
     assert "already registered as toy-robot v1" in cli("register", concept, *common).output
 
 
+def test_run_does_all_six_stages(concept_dir, tmp_path):
+    from components.io import ADAPTER_FILE, read_json
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "prior: {num_images: 2, steps: 2, batch_size: 2}\n"
+        "train: {max_steps: 2, batch_size: 1, rank: 2, alpha: 2, checkpoint_every: 2}\n"
+        "evaluate: {seeds: [0], steps: 2, prompts: ['a photo of {instance}'], class_prompts: ['a {class_noun}']}\n"
+        f"registry: {{tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n"
+    )
+    work = tmp_path / "work" / "toy-robot"
+    result = cli("run", concept_dir / "concept.yaml", "--params", params, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    for stage in ("curate", "caption", "prior", "train", "evaluate", "register"):
+        assert f"done {stage} in" in result.output
+    assert read_json(work / "curated" / "manifest.json")["accepted"] == 6
+    assert len(read_json(work / "captions" / "captions.json")["entries"]) == 6
+    assert len(read_json(work / "prior" / "manifest.json")["images"]) == 2
+    assert read_json(work / "adapter" / "train.json")["steps"] == 2 and (work / "adapter" / ADAPTER_FILE).exists()
+    assert {"clip_i", "clip_t", "prior_drift"} <= set(read_json(work / "eval" / "metrics.json")["metrics"])
+    registered = read_json(work / "registered.json")
+    version = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias(
+        "toy-robot", "challenger"
+    )
+    assert (registered["model_name"], registered["version"]) == ("toy-robot", str(version.version))
+
+
 def test_bad_config_is_one_clear_error(concept_dir, tmp_path):
     params = tmp_path / "bad.yaml"
     params.write_text("train:\n  max_step: 10\n")
@@ -59,6 +86,13 @@ def test_too_few_photos_exit_code_and_message(concept_dir, params_file, tmp_path
     assert result.exit_code == 2 and "only 1 photo(s) accepted" in result.output
 
 
+def test_flow_train_concept_refuses_an_unlisted_concept_with_what_to_do(tmp_path):
+    (tmp_path / "params.yaml").write_text("concepts: [toy-robot]\n")
+    result = cli("flow", "train-concept", "toy-white-diamond", "--repo", tmp_path)
+    assert result.exit_code == 2
+    assert "toy-white-diamond is not listed in" in result.output and "conceptlab demo --concept" in result.output
+
+
 def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
     concept = concept_dir / "concept.yaml"
     concept.write_text(concept.read_text().replace("base_model: tiny-sd", "base_model: nobody/no-such-model"))
@@ -69,10 +103,11 @@ def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
-    """The README's demo as a subprocess on a git + DVC copy of the project, twice."""
+    """The README's demo as a subprocess on a git + DVC copy of the project, twice, on a concept folder
+    that params.yaml `concepts` does not list yet (`demo --concept <folder>` lists it)."""
     from tests.conftest import FAST_FLOW_PARAMS, make_project_repo
 
-    repo = make_project_repo(tmp_path / "repo", FAST_FLOW_PARAMS, track_photos_with_dvc=False)
+    repo = make_project_repo(tmp_path / "repo", {**FAST_FLOW_PARAMS, "concepts": []}, track_photos_with_dvc=False)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -85,7 +120,7 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
 
     def demo():
         proc = subprocess.run(
-            [sys.executable, "-m", "components.cli", "demo", "--repo", str(repo)],
+            [sys.executable, "-m", "components.cli", "demo", "--concept", "toy-robot", "--repo", str(repo)],
             cwd=repo,
             env=env,
             capture_output=True,
@@ -96,11 +131,13 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
         return proc.stderr
 
     first = demo()
+    assert "note: added toy-robot to params.yaml `concepts`" in first
     assert "DVC ran: curate@toy-robot, caption@toy-robot, prior@toy-robot, train@toy-robot, evaluate@toy-robot" in first
     assert "gate vs base" in first and "mlflow ui" in first and "prefect server start" in first
     assert any((tmp_path / "home" / ".cache" / "conceptlab" / "dvc-remote").rglob("*")), "pushed to the local remote"
     second = demo()
     assert "DVC ran: nothing; skipped: curate@toy-robot" in second and "already @champion" in second
+    assert "note: added" not in second, "listed once"
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
     assert str(client.get_model_version_by_alias("toy-robot", "champion").version) == "1"
