@@ -354,7 +354,10 @@ def _optimizer(params: TrainParams, unet, text_encoder, trainable):
         try:
             import bitsandbytes as bnb
         except ImportError as exc:
-            raise RuntimeError("train.use_8bit_adam needs bitsandbytes: `uv pip install bitsandbytes`") from exc
+            raise RuntimeError(
+                "train.use_8bit_adam needs bitsandbytes, the locked `gpu` extra: run `uv sync --frozen --extra gpu` "
+                "(or set train.use_8bit_adam: false)"
+            ) from exc
         if not torch.cuda.is_available():
             raise RuntimeError("train.use_8bit_adam needs a CUDA GPU; set it to false on CPU")
         return bnb.optim.AdamW8bit(groups, **kwargs)
