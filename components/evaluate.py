@@ -2,8 +2,8 @@
 
 Concept prompts ("{instance} in the jungle") measure CLIP-T and CLIP-I; class-only prompts measure
 prior drift (how far the adapter moved generic members of the class away from the base model).
-Outputs: metrics.json (numbers + every setting used), samples, grid.png (base row vs adapter row)
-and report.md.
+Outputs: metrics.json (numbers + every setting used), samples, grid.png (rows: photos, base, adapter;
+columns: each prompt at its first two seeds) and report.md.
 """
 
 from __future__ import annotations
