@@ -219,6 +219,10 @@ def test_v_prediction_and_bert_text_encoder_models_train(prepared, models_dir):
 
     cfg, layout = prepared
     build_tiny_sd(models_dir / "tiny-sd-v", prediction_type="v_prediction")
+    # The target per prediction type is checked on known tensors in tests/code/test_loss_target.py;
+    # here: this model really takes the v branch, and both layouts train end to end.
+    scheduler_config = json.loads((models_dir / "tiny-sd-v" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["prediction_type"] == "v_prediction"
     for base in (str(models_dir / "tiny-sd-v"), "tiny-taiyi"):
         data = load_train_data(base, 64, layout.curated, layout.captions, None)
         params = cfg.params.train.model_copy(update={"with_prior_preservation": False, "max_steps": 2})
