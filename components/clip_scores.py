@@ -69,6 +69,10 @@ def paired_drift(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def diversity(image_emb: torch.Tensor, groups: list[list[int]]) -> float:
-    """Mean 1 - cosine over all pairs within each group (one prompt, several seeds)."""
-    values = [1 - (image_emb[i] @ image_emb[j]).item() for g in groups for i, j in combinations(g, 2)]
-    return sum(values) / len(values) if values else 0.0
+    """Mean over groups (one prompt, several seeds) of the mean 1 - cosine over the group's pairs."""
+    means = [
+        sum(1 - (image_emb[i] @ image_emb[j]).item() for i, j in pairs) / len(pairs)
+        for pairs in (list(combinations(g, 2)) for g in groups)
+        if pairs
+    ]
+    return sum(means) / len(means) if means else 0.0

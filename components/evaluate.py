@@ -2,8 +2,8 @@
 
 Concept prompts ("{instance} in the jungle") measure CLIP-T and CLIP-I; class-only prompts measure
 prior drift (how far the adapter moved generic members of the class away from the base model).
-Outputs: metrics.json (numbers + every setting used), samples, grid.png (base row vs adapter row)
-and report.md.
+Outputs: metrics.json (numbers + every setting used), samples, grid.png (rows: photos, base, adapter;
+columns: each prompt at its first two seeds) and report.md.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class EvalResult(StageResult):
     adapter_sha256: str
 
 
+def scored_prompt(template: str, concept: Concept) -> str:
+    """The text CLIP-T scores an image against: its prompt with the class noun in place of the instance
+    phrase, as CLIP does not know the identifier ("a photo of sks robot" -> "a photo of robot")."""
+    return template.format(instance=concept.class_noun, class_noun=concept.class_noun)
+
+
 def _pairs(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int], list[list[int]]]:
     flat_p, flat_s, groups = [], [], []
     for prompt in prompts:
@@ -60,8 +66,7 @@ def evaluate(
     concept_prompts = [
         p.format(instance=concept.instance_phrase, class_noun=concept.class_noun) for p in params.prompts
     ]
-    # CLIP does not know the identifier: score against the prompt with the class noun alone.
-    scored_texts = [p.format(instance=concept.class_noun, class_noun=concept.class_noun) for p in params.prompts]
+    scored_texts = [scored_prompt(p, concept) for p in params.prompts]
     class_prompts = [p.format(class_noun=concept.class_noun) for p in params.class_prompts]
     c_prompts, c_seeds, c_groups = _pairs(concept_prompts, params.seeds)
     k_prompts, k_seeds, k_groups = _pairs(class_prompts, params.seeds)

@@ -326,19 +326,27 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
     else:
         hidden = m.text_encoder(cache.prompt_ids[prompt_rows].to(m.device))[0]
     pred = m.unet(noisy.to(m.device, m.dtype), timesteps.to(m.device), hidden).sample.float()
-    if scheduler.config.prediction_type == "epsilon":
-        target = noise
-    elif scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
-    target = target.to(m.device)
+    target = loss_target(scheduler, latents, noise, timesteps).to(m.device)
     if cache.classes is None:
         loss = F.mse_loss(pred, target)
         return loss, loss.item(), 0.0
     inst = F.mse_loss(pred[:b], target[:b])
     prior = F.mse_loss(pred[b:], target[b:])
     return inst + params.prior_loss_weight * prior, inst.item(), prior.item()
+
+
+def loss_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the U-Net is trained to output for ``latents`` noised with ``noise`` at ``timesteps``: the
+    noise itself (epsilon) or the velocity sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(
+        f"scheduler/scheduler_config.json: prediction_type {kind!r} is not one train supports "
+        f"('epsilon', 'v_prediction'); use a base model whose scheduler predicts one of them"
+    )
 
 
 def _optimizer(params: TrainParams, unet, text_encoder, trainable):
@@ -354,7 +362,10 @@ def _optimizer(params: TrainParams, unet, text_encoder, trainable):
         try:
             import bitsandbytes as bnb
         except ImportError as exc:
-            raise RuntimeError("train.use_8bit_adam needs bitsandbytes: `uv pip install bitsandbytes`") from exc
+            raise RuntimeError(
+                "train.use_8bit_adam needs bitsandbytes, the locked `gpu` extra: run `uv sync --frozen --extra gpu` "
+                "(or set train.use_8bit_adam: false)"
+            ) from exc
         if not torch.cuda.is_available():
             raise RuntimeError("train.use_8bit_adam needs a CUDA GPU; set it to false on CPU")
         return bnb.optim.AdamW8bit(groups, **kwargs)

@@ -7,5 +7,6 @@ if ! command -v uv >/dev/null 2>&1; then
   command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
     || python3 -m pip install --quiet --user --break-system-packages uv  # Debian's externally-managed Python
 fi
-uv sync --frozen --quiet
+# --inexact: keeps the locked `gpu` extra (bitsandbytes) when `uv sync --extra gpu` installed it.
+uv sync --frozen --inexact --quiet
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1

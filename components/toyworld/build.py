@@ -18,7 +18,7 @@ from components.io import new_staging_dir, publish
 from components.tiny_models import save_sd_pipeline
 from components.toyworld import train_clip as clip_training
 from components.toyworld.attributes import attribute_accuracy, chance_levels
-from components.toyworld.data import RESOLUTION, to_images, world_data
+from components.toyworld.data import RESOLUTION, WorldData, to_images, world_data
 from components.toyworld.domain import random_spec
 from components.toyworld.model_card import write_model_card
 from components.toyworld.tasks import HELD_OUT
@@ -144,11 +144,9 @@ def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig) -> dict:
     from components.config import GenerationParams
     from components.generation import generate
 
-    test = world_data(config.eval_images, config.seed + 1_000_003)
+    test = eval_renders(config)
     scorer = ClipScorer.load(str(clip_dir))
-    zero_shot = attribute_accuracy(
-        scorer, scorer.images(to_images(test.batch(torch.arange(len(test.pixels))))), test.specs
-    )
+    zero_shot = clip_zero_shot(scorer, test)
 
     rng = random.Random(config.seed + 7)
     specs = [random_spec(rng, HELD_OUT) for _ in range(config.eval_prompts)]
@@ -162,6 +160,16 @@ def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig) -> dict:
         "chance": {k: round(v, 3) for k, v in chance_levels().items()},
         "prompt_following_settings": params.model_dump() | {"prompts": len(specs), "resolution": RESOLUTION},
     }
+
+
+def eval_renders(config: BuildConfig) -> WorldData:
+    """Unseen renders for measurement: a seed the training data never uses."""
+    return world_data(config.eval_images, config.seed + 1_000_003)
+
+
+def clip_zero_shot(scorer, test: WorldData) -> dict[str, float]:
+    """The CLIP's accuracy per attribute on ``test`` (the model card's zero-shot column, unrounded)."""
+    return attribute_accuracy(scorer, scorer.images(to_images(test.batch(torch.arange(len(test.pixels))))), test.specs)
 
 
 SAMPLE_PROMPTS = (

@@ -5,9 +5,10 @@ import json
 import pytest
 from PIL import Image
 
+from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
 from components.config import TrainParams
 from components.curate import CurateResult
-from components.evaluate import evaluate
+from components.evaluate import evaluate, scored_prompt
 from components.lora import add_lora, save_adapter
 from components.pipeline import run_caption, run_curate, run_evaluate, run_prior, run_train
 
@@ -45,6 +46,33 @@ def test_metrics_grid_and_report(trained):
     report = (out / "report.md").read_text()
     assert "| clip_i |" in report and "Prior drift" in report
     assert result.metrics["prior_drift"] > 0, "a trained adapter moves class-prompt images at least a little"
+    assert_metrics_follow_from_the_saved_samples(cfg, layout, metrics)
+
+
+def assert_metrics_follow_from_the_saved_samples(cfg, layout, metrics):
+    """Recomputes the numbers from eval/samples with the same CLIP: the right images, texts and groups
+    went into each formula (the formulas themselves: tests/code/test_clip_scores.py)."""
+    ev, concept = cfg.params.evaluate, cfg.concept
+    scorer = ClipScorer.load(metrics["clip_model"]["name"])
+    n = len(ev.prompts) * len(ev.seeds)  # concept-prompt images come first, seeds within each prompt
+    emb = {
+        label: scorer.image_files(sorted((layout.evaluation / "samples").glob(f"{label}-*.png")))
+        for label in ("base", "adapter")
+    }
+    real = scorer.image_files(CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated))
+    texts = [scored_prompt(p, concept) for p in ev.prompts for _ in ev.seeds]
+    assert all(concept.instance_token not in t for t in texts)
+    groups = [list(range(i, i + len(ev.seeds))) for i in range(0, n, len(ev.seeds))]
+    m, close = metrics["metrics"], {"abs": 1e-5}
+    assert m["clip_t"] == pytest.approx(clip_t(scorer.texts(texts), emb["adapter"][:n]), **close)
+    assert m["clip_i"] == pytest.approx(clip_i(emb["adapter"][:n], real), **close)
+    assert m["diversity"] == pytest.approx(diversity(emb["adapter"][:n], groups), **close)
+    assert m["clip_i_gain"] == pytest.approx(m["clip_i"] - clip_i(emb["base"][:n], real), **close)
+    assert m["prior_drift"] == pytest.approx(paired_drift(emb["base"][n:], emb["adapter"][n:]), **close)
+    with_identifier = [p.format(instance=concept.instance_phrase) for p in ev.prompts for _ in ev.seeds]
+    assert m["clip_t"] != pytest.approx(clip_t(scorer.texts(with_identifier), emb["adapter"][:n]), **close), (
+        "the check tells the prompt without the identifier from the one with it"
+    )
 
 
 def test_a_zero_adapter_scores_exactly_like_the_base(cfg, layout, tmp_path):
