@@ -8,5 +8,7 @@ if ! command -v uv >/dev/null 2>&1; then
     || python3 -m pip install --quiet --user --break-system-packages uv  # Debian's externally-managed Python
 fi
 # --inexact: keeps the locked `gpu` extra (bitsandbytes) when `uv sync --extra gpu` installed it.
-uv sync --frozen --inexact --quiet
+# --compile-bytecode: once at install (about a minute), instead of every DVC stage, CLI and flow process
+# compiling torch, diffusers and mlflow again where .pyc files cannot be written (PYTHONDONTWRITEBYTECODE).
+uv sync --frozen --inexact --compile-bytecode --quiet
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
