@@ -187,6 +187,7 @@ def train(
     data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: Resume = "no"
 ) -> TrainResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
 
@@ -199,6 +200,9 @@ def train(
     family = family_for(folder)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weight_dtype = _precision(params, device)
+    # accelerate keeps one precision per process; a second run in this process (tests, benchmarks,
+    # experiments) may ask for another, so the per-run part of its state starts afresh.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.gradient_accumulation_steps
     )

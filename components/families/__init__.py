@@ -8,9 +8,10 @@ from pathlib import Path
 from components.errors import UnsupportedModel
 from components.families.base import Family, Noised, Parts, TrainImage
 from components.families.sd import StableDiffusion
+from components.families.sdxl import StableDiffusionXL
 
-# One line per family; the first whose pipeline class matches model_index.json's _class_name wins.
-FAMILIES: tuple[Family, ...] = (StableDiffusion(),)
+# One entry per family, matched by pipeline class against model_index.json's _class_name.
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL())
 
 __all__ = ["FAMILIES", "Family", "Noised", "Parts", "TrainImage", "family_for", "family_named"]
 
