@@ -53,6 +53,34 @@ def test_the_folder_names_its_family_and_pipeline(model):
     assert type(pipe).__name__ == family.pipeline and family_of(pipe) is family
 
 
+# How each family's own pipeline encodes a prompt at generation time, as the family's cache keys.
+PIPELINE_ENCODING = {
+    "sd": lambda pipe: {"hidden": pipe.encode_prompt(PROMPT, "cpu", 1, False)[0]},
+    "sdxl": lambda pipe: dict(
+        zip(
+            ("hidden", "pooled"),
+            pipe.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)[::2],
+            strict=True,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", *FAMILIES])
+def test_training_conditions_on_what_the_pipeline_generates_with(model):
+    """The cached prompt conditioning equals the pipeline's own encoding: an adapter trained on
+    anything else would learn a conditioning it never sees at generation time."""
+    pipe = load_pipeline(model)
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    with torch.no_grad():
+        ours = family.encode_prompts(parts, family.tokenize(parts, [PROMPT]))
+        theirs = PIPELINE_ENCODING[family.name](pipe)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
+
+
 def test_an_unknown_pipeline_class_is_a_clear_error(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLImg2ImgPipeline"}))
     with pytest.raises(UnsupportedModel, match=r"StableDiffusionXLImg2ImgPipeline.*StableDiffusionPipeline"):
