@@ -8,17 +8,25 @@ import torch
 from components.families.base import Family, Noised, Parts
 
 
+def loss_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the U-Net is trained to output for ``latents`` noised with ``noise`` at ``timesteps``: the
+    noise itself (epsilon) or the velocity sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(
+        f"scheduler/scheduler_config.json: prediction_type {kind!r} is not one train supports "
+        f"('epsilon', 'v_prediction'); use a base model whose scheduler predicts one of them"
+    )
+
+
 def ddpm_noisy_input(scheduler, latents: torch.Tensor, noise: torch.Tensor, g: torch.Generator) -> Noised:
-    """DDPM forward process at uniformly drawn timesteps; target by the scheduler's prediction type."""
+    """DDPM forward process at uniformly drawn timesteps; the target by the scheduler's prediction type."""
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    if scheduler.config.prediction_type == "epsilon":
-        target = noise
-    elif scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
-    return Noised(noisy, timesteps, target)
+    return Noised(noisy, timesteps, loss_target(scheduler, latents, noise, timesteps))
 
 
 class StableDiffusion(Family):
