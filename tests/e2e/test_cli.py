@@ -71,6 +71,29 @@ def test_run_does_all_six_stages(concept_dir, tmp_path):
     assert (registered["model_name"], registered["version"]) == ("toy-robot", str(version.version))
 
 
+@pytest.mark.slow
+def test_run_on_an_sdxl_base_needs_nothing_but_base_model(concept_dir, params_file, tmp_path):
+    """A new user's report (issue 14): an SDXL folder died in the prior stage with a raw traceback."""
+    concept = concept_dir / "concept.yaml"
+    concept.write_text(concept.read_text().replace("base_model: tiny-sd", "base_model: tiny-sdxl"))
+    result = cli("run", concept, "--params", params_file, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    assert "registry: models:/toy-robot@challenger = toy-robot v1" in result.output
+    config = (tmp_path / "work" / "toy-robot" / "adapter" / "train_config.json").read_text()
+    assert '"family": "sdxl"' in config
+
+
+def test_a_folder_of_an_unsupported_pipeline_is_one_clear_error(concept_dir, params_file, tmp_path):
+    model = tmp_path / "refiner"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionXLImg2ImgPipeline"}')
+    concept = concept_dir / "concept.yaml"
+    concept.write_text(concept.read_text().replace("base_model: tiny-sd", f"base_model: {model}"))
+    result = cli("run", concept, "--params", params_file, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "StableDiffusionXLImg2ImgPipeline" in result.output and "StableDiffusionXLPipeline" in result.output
+
+
 def test_bad_config_is_one_clear_error(concept_dir, tmp_path):
     params = tmp_path / "bad.yaml"
     params.write_text("train:\n  max_step: 10\n")
@@ -115,7 +138,11 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
     # The CLI must bring its own Prefect defaults (startup timeout, analytics off): no script sets them.
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+    ):
         env.pop(var, None)
 
     def demo():
