@@ -7,7 +7,6 @@ HF_HUB_OFFLINE is not set). A model that cannot be found is an error that says h
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -94,25 +93,23 @@ def model_identity(ref: str) -> dict[str, str]:
 
 
 def native_resolution(model_dir: Path) -> int:
-    """The pixel size a Stable Diffusion checkpoint was trained at: U-Net sample size x VAE factor."""
-    unet_cfg = json.loads((model_dir / "unet" / "config.json").read_text())
-    vae_cfg = json.loads((model_dir / "vae" / "config.json").read_text())
-    return int(unet_cfg["sample_size"]) * 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+    """The pixel size the checkpoint was trained at, as its model family reads it from the folder."""
+    from components.families import family_for
+
+    return family_for(model_dir).native_resolution(model_dir)
 
 
 def load_pipeline(ref: str, dtype=None, device: str | None = None):
-    """A StableDiffusionPipeline from a model name; no safety checker (evaluation needs raw outputs)."""
+    """The model's own pipeline class (its family's), on ``device``; no safety checker or watermark,
+    since evaluation needs raw outputs."""
     import torch
-    from diffusers import StableDiffusionPipeline
+
+    from components.families import family_for
 
     folder = resolve_model(ref)
     if not (folder / "model_index.json").exists():
         raise ModelNotAvailable(f"model {ref!r} at {folder} has no model_index.json: not a diffusers pipeline")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, dtype=dtype or torch.float32, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device or default_device())
+    return family_for(folder).load_pipeline(folder, dtype or torch.float32, device or default_device())
 
 
 def default_device() -> str:

@@ -73,7 +73,9 @@ class TrainParams(_Strict):
     rank: int = Field(4, ge=1)
     alpha: float = Field(4.0, gt=0, description="LoRA alpha; the update is scaled by alpha/rank")
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+    target_modules: list[str] | None = Field(
+        None, description="denoiser modules that get LoRA; None: the model family's attention projections"
+    )
     train_text_encoder: bool = False
     text_encoder_rank: int = Field(4, ge=1)
     with_prior_preservation: bool = True

@@ -39,7 +39,10 @@ class ManifestEntry(BaseModel):
     reason: str | None = None
     sha256: str | None = None
     phash: str | None = None
-    original_size: tuple[int, int] | None = None
+    original_size: tuple[int, int] | None = None  # width, height
+    # The part of the original the output shows (left, top, right, bottom, in original pixels);
+    # None when nothing was cut (pad). SDXL-style models condition on it.
+    crop_box: tuple[float, float, float, float] | None = None
     original_mode: str | None = None
     output: str | None = None
 
@@ -144,6 +147,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def center_crop_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The square that ImageOps.fit cuts from an image of ``size`` (centred, no bleed)."""
+    width, height = size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
 def fit_square(img: Image.Image, resolution: int, crop: str) -> Image.Image:
     if crop == "center":
         return ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.LANCZOS)
@@ -219,6 +230,7 @@ def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) ->
         name = f"{accepted:03d}-{slugify(Path(raw.source).stem)[:40]}.png"
         fit_square(rgb, resolution, params.crop).save(staging / name, format="PNG")
         entry.status, entry.output = "accepted", f"images/{name}"
+        entry.crop_box = center_crop_box(rgb.size) if params.crop == "center" else None
 
     result = CurateResult(
         source=source, resolution=resolution, accepted=accepted, rejected=len(entries) - accepted, entries=entries

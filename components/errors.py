@@ -16,3 +16,7 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointMismatch(RuntimeError):
     """The checkpoint was made with another config or other inputs than this run."""
+
+
+class UnsupportedModel(RuntimeError):
+    """The model folder is not a diffusers pipeline of a supported model family."""

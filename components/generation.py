@@ -13,23 +13,12 @@ from PIL import Image
 
 from components.config import GenerationParams
 
-_SCHEDULER_CLASSES = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpmpp_2m": "DPMSolverMultistepScheduler",
-    "lms": "LMSDiscreteScheduler",
-}
-
 
 def set_scheduler(pipe, name: str) -> None:
-    """Swaps the sampler, keeping the base model's noise schedule and prediction type."""
-    import diffusers
+    """Swaps the sampler, as the pipeline's model family allows (keeping its noise schedule)."""
+    from components.families import family_of
 
-    cls = getattr(diffusers, _SCHEDULER_CLASSES[name])
-    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    family_of(pipe).set_sampler(pipe, name)
 
 
 def generate(

@@ -1,7 +1,8 @@
-"""LoRA on a Stable Diffusion U-Net (and optionally its text encoder): setup, state dicts, export.
+"""LoRA on a family's denoiser (and optionally its text encoders): setup, state dicts, export.
 
-The adapter is saved with its PEFT config as safetensors metadata: without it, an adapter trained
-with alpha != rank reloads at the wrong scale.
+Which modules get LoRA and which pipeline class saves the adapter is the family's word; this file
+only does what is the same for all of them. The adapter is saved with each component's PEFT config
+as safetensors metadata: without it, an adapter trained with alpha != rank reloads at the wrong scale.
 """
 
 from __future__ import annotations
@@ -13,94 +14,77 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from components.config import TrainParams
+from components.families import Family, Parts
 from components.io import ADAPTER_FILE, KOHYA_FILE
 
-# Attention projections by text-encoder family (CLIP for SD1.x/2.x/XL, BERT for Taiyi-style models).
-_TEXT_ENCODER_TARGETS = {
-    "clip_text_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "bert": ["query", "key", "value", "attention.output.dense"],
-}
+
+def add_lora(family: Family, parts: Parts, params: TrainParams) -> list[torch.nn.Parameter]:
+    """Freezes the base weights, adds the adapters where the family says, returns the trainable parameters."""
+    for module in parts.modules():
+        module.requires_grad_(False)
+    adaptable = parts.adaptable()
+    targets = family.lora_targets(parts, params.target_modules, params.train_text_encoder)
+    for name, modules in targets.items():
+        # Text encoders keep the denoiser's alpha/rank ratio at their own rank.
+        is_denoiser = name == parts.denoiser_name
+        rank = params.rank if is_denoiser else params.text_encoder_rank
+        adaptable[name].add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=params.alpha if is_denoiser else params.alpha / params.rank * rank,
+                lora_dropout=params.dropout,
+                init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0: training starts exactly at the base model
+                target_modules=list(modules),
+            )
+        )
+    return [p for m in adapted(parts).values() for p in m.parameters() if p.requires_grad]
 
 
-def unet_lora_config(params: TrainParams) -> LoraConfig:
-    return LoraConfig(
-        r=params.rank,
-        lora_alpha=params.alpha,
-        lora_dropout=params.dropout,
-        init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0: training starts exactly at the base model
-        target_modules=list(params.target_modules),
-    )
+def adapted(parts: Parts) -> dict[str, torch.nn.Module]:
+    """The parts that carry an adapter, by component name (denoiser first)."""
+    return {name: m for name, m in parts.adaptable().items() if getattr(m, "peft_config", None)}
 
 
-def text_encoder_lora_config(params: TrainParams, text_encoder) -> LoraConfig:
-    model_type = text_encoder.config.model_type
-    if model_type not in _TEXT_ENCODER_TARGETS:
-        raise ValueError(f"train_text_encoder: no LoRA targets known for text encoder type {model_type!r}")
-    scale = params.alpha / params.rank  # same alpha/rank ratio as the U-Net adapter
-    return LoraConfig(
-        r=params.text_encoder_rank,
-        lora_alpha=scale * params.text_encoder_rank,
-        lora_dropout=params.dropout,
-        init_lora_weights="gaussian",
-        target_modules=_TEXT_ENCODER_TARGETS[model_type],
-    )
-
-
-def add_lora(unet, text_encoder, params: TrainParams) -> list[torch.nn.Parameter]:
-    """Freezes the base weights, adds the adapters, returns the trainable parameters."""
-    unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    unet.add_adapter(unet_lora_config(params))
-    if params.train_text_encoder:
-        text_encoder.add_adapter(text_encoder_lora_config(params, text_encoder))
-    modules = [unet, text_encoder] if params.train_text_encoder else [unet]
-    return [p for m in modules for p in m.parameters() if p.requires_grad]
-
-
-def lora_state(unet, text_encoder, params: TrainParams) -> dict[str, torch.Tensor]:
+def lora_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
     """PEFT-format LoRA tensors, prefixed by component: what checkpoints store."""
-    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    if params.train_text_encoder:
-        state.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(text_encoder).items()})
+    state = {f"{name}.{k}": v for name, m in modules.items() for k, v in get_peft_model_state_dict(m).items()}
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
-def load_lora_state(unet, text_encoder, state: dict[str, torch.Tensor]) -> None:
-    for prefix, module in (("unet.", unet), ("text_encoder.", text_encoder)):
-        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def load_lora_state(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:
+    for name, module in modules.items():
+        part = _strip(state, name + ".")
         if part:
             result = set_peft_model_state_dict(module, part)
             if getattr(result, "unexpected_keys", None):
                 raise ValueError(f"checkpoint has LoRA keys the model lacks: {result.unexpected_keys[:3]}")
 
 
-def save_adapter(out_dir: Path, unet, text_encoder, params: TrainParams) -> Path:
-    """Diffusers-format adapter (what ``pipe.load_lora_weights`` reads) plus a kohya-format export."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+def adapter_metadata(module: torch.nn.Module) -> dict:
+    """The component's PEFT config as saved with the weights. Sets (target_modules) are sorted: their
+    order follows Python's hash seed, and the same weights must give the same bytes."""
+    config = module.peft_config["default"].to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+
+
+def save_adapter(out_dir: Path, family: Family, parts: Parts) -> Path:
+    """Diffusers-format adapter (what the family pipeline's ``load_lora_weights`` reads), saved by that
+    pipeline's ``save_lora_weights``, plus a kohya-format export where the family has one."""
+    from diffusers.utils import convert_state_dict_to_diffusers
     from safetensors.torch import save_file
 
-    state = lora_state(unet, text_encoder, params)
-    unet_layers = convert_state_dict_to_diffusers(_strip(state, "unet."))
-    te_state = _strip(state, "text_encoder.")
-    te_layers = convert_state_dict_to_diffusers(te_state) if te_state else None
-    StableDiffusionPipeline.save_lora_weights(
-        save_directory=out_dir,
-        unet_lora_layers=unet_layers,
-        text_encoder_lora_layers=te_layers,
-        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-        text_encoder_lora_adapter_metadata=(text_encoder.peft_config["default"].to_dict() if te_layers else None),
-        weight_name=ADAPTER_FILE,
-        safe_serialization=True,
+    modules = adapted(parts)
+    state = lora_state(modules)
+    kwargs = {}
+    for name, module in modules.items():
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(_strip(state, name + "."))
+        kwargs[f"{name}_lora_adapter_metadata"] = adapter_metadata(module)
+    family.pipeline_class().save_lora_weights(
+        save_directory=out_dir, weight_name=ADAPTER_FILE, safe_serialization=True, **kwargs
     )
-    kohya = convert_state_dict_to_kohya(state)
-    # diffusers' converter writes alpha = rank; the adapter's real alpha is what tools must apply.
-    for key in [k for k in kohya if k.endswith(".alpha")]:
-        is_te = key.startswith("lora_te")
-        kohya[key] = torch.tensor(
-            text_encoder.peft_config["default"].lora_alpha if is_te else params.alpha, dtype=torch.float32
-        )
-    save_file({k: v.contiguous() for k, v in kohya.items()}, str(out_dir / KOHYA_FILE), metadata={"format": "pt"})
+    kohya = family.kohya_state(state, {name: m.peft_config["default"].lora_alpha for name, m in modules.items()})
+    if kohya is not None:
+        save_file({k: v.contiguous() for k, v in kohya.items()}, str(out_dir / KOHYA_FILE), metadata={"format": "pt"})
     return out_dir / ADAPTER_FILE
 
 

@@ -1,9 +1,11 @@
-"""train: DreamBooth + LoRA on a Stable Diffusion model (diffusers + peft + accelerate).
+"""train: DreamBooth + LoRA on any supported model family (diffusers + peft + accelerate).
 
 Reads top to bottom: load the frozen model, add LoRA, cache VAE latents and text embeddings once,
-then a loop of denoising steps with the prior-preservation loss. Every random draw of step k comes
-from generators seeded by (seed, k), so a run resumed from a checkpoint gives the same adapter as
-an uninterrupted one.
+then a loop of denoising steps with the prior-preservation loss. What differs between model
+families (which text encoders, what conditioning, the noisy input and the target, the denoiser
+call, where LoRA goes, which pipeline saves it) is asked of the family (components/families); this
+loop names none. Every random draw of step k comes from generators seeded by (seed, k), so a run
+resumed from a checkpoint gives the same adapter as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from components.base_model import model_identity, resolve_model
-from components.config import TrainParams
+from components.config import ConfigError, TrainParams
 from components.errors import CheckpointMismatch, TrainingDiverged
+from components.families import Family, Parts, TrainImage, family_for
 from components.io import StageResult, new_staging_dir, publish, read_json, sha256_file, sha256_json, write_json
-from components.lora import add_lora, lora_state, save_adapter
+from components.lora import adapted, add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -34,9 +37,9 @@ from components.train_checkpoints import latest_checkpoint, load_checkpoint, sav
 class TrainData:
     base_model: str
     resolution: int
-    instance_images: list[Path]
+    instance_images: list[TrainImage]
     instance_captions: list[str]
-    class_images: list[Path]
+    class_images: list[TrainImage]
     class_prompt: str
 
     def fingerprint(self) -> dict:
@@ -44,31 +47,50 @@ class TrainData:
             "base_model": model_identity(self.base_model),
             "resolution": self.resolution,
             "instance": [
-                [sha256_file(p), c] for p, c in zip(self.instance_images, self.instance_captions, strict=False)
+                [sha256_file(i.path), c, i.original_size, i.crop_box]
+                for i, c in zip(self.instance_images, self.instance_captions, strict=False)
             ],
-            "class": [sha256_file(p) for p in self.class_images],
+            "class": [sha256_file(i.path) for i in self.class_images],
             "class_prompt": self.class_prompt,
         }
 
 
 @dataclass
-class Cache:
-    """What the loop draws from, computed once before it (frozen VAE and text encoder never run inside)."""
+class ImageCache:
+    """Per image and horizontal flip: the latent distribution and the family's image conditioning."""
 
-    instance: torch.Tensor  # latent (mean, std) per instance image and flip: [n, 2, 2, C, h, w]
-    classes: torch.Tensor | None  # the same for class images, None without prior preservation
-    prompt_ids: torch.Tensor  # token ids per distinct prompt
-    embeddings: torch.Tensor | None  # text-encoder output per prompt; None when the text encoder trains
+    latents: torch.Tensor  # [n, 2 (flip), 2 (mean, std), C, h, w]
+    conditioning: dict[str, torch.Tensor]  # each [n, 2 (flip), ...]; SDXL: time ids
+    shift: float  # latents enter the denoiser as (sample - shift) * scale (the VAE's config)
+    scale: float
+
+    def sample(self, idx: torch.Tensor, flip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        stats = self.latents[idx, flip.long()]  # [b, 2, C, h, w]
+        mean, std = stats[:, 0], stats[:, 1]
+        return (mean + std * torch.randn(mean.shape, generator=g) - self.shift) * self.scale
+
+    def conditioning_at(self, idx: torch.Tensor, flip: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[idx, flip.long()] for k, v in self.conditioning.items()}
+
+
+@dataclass
+class Cache:
+    """What the loop draws from, computed once before it (frozen VAE and text encoders never run inside)."""
+
+    instance: ImageCache
+    classes: ImageCache | None  # None without prior preservation
+    prompt_tokens: dict[str, torch.Tensor]  # token ids per distinct prompt, per text encoder
+    prompt_embeddings: (
+        dict[str, torch.Tensor] | None
+    )  # the family's conditioning per prompt; None when text encoders train
     instance_prompt: torch.Tensor  # prompt row of each instance image
     class_prompt: int | None  # prompt row of the class prompt
 
 
 @dataclass
 class Models:
-    unet: torch.nn.Module
-    text_encoder: torch.nn.Module
-    noise_scheduler: object
-    latent_scale: float
+    family: Family
+    parts: Parts
     device: torch.device
     dtype: torch.dtype
 
@@ -92,14 +114,32 @@ class TrainResult(StageResult):
 
 def load_train_data(base_model, resolution, curated_dir: Path, captions_dir: Path, prior_folder: Path | None):
     captions = read_json(captions_dir / "captions.json")
-    images = [curated_dir / e["image"] for e in captions["entries"]]
+    origins = _curated_origins(curated_dir)
+    images = [_train_image(curated_dir / e["image"], origins.get(e["image"])) for e in captions["entries"]]
     texts = [(captions_dir / e["caption_file"]).read_text(encoding="utf-8").strip() for e in captions["entries"]]
     class_images, class_prompt = [], ""
     if prior_folder is not None:
         manifest = read_json(prior_folder / "manifest.json")
-        class_images = [prior_folder / e["file"] for e in manifest["images"]]
+        class_images = [_train_image(prior_folder / e["file"], None) for e in manifest["images"]]
         class_prompt = manifest["prompt"]
     return TrainData(base_model, resolution, images, texts, class_images, class_prompt)
+
+
+def _curated_origins(curated_dir: Path) -> dict[str, dict]:
+    """Each curated image's manifest entry (original size, crop box), by its path under curated_dir."""
+    manifest = curated_dir / "manifest.json"
+    entries = read_json(manifest)["entries"] if manifest.exists() else []
+    return {e["output"]: e for e in entries if e.get("output")}
+
+
+def _train_image(path: Path, entry: dict | None) -> TrainImage:
+    """An image with the size and crop it was made from; without a record (class images are generated
+    at the training size), the image is its own original and nothing was cut."""
+    if entry and entry.get("original_size"):
+        box = entry.get("crop_box")
+        return TrainImage(path, tuple(entry["original_size"]), tuple(box) if box else None)
+    with Image.open(path) as img:
+        return TrainImage(path, img.size, None)
 
 
 def _pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -111,95 +151,101 @@ def _pixels(path: Path, resolution: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _encode_latents(vae, paths: list[Path], resolution: int, device) -> torch.Tensor:
-    """Latent distribution (mean, std) per image and per horizontal flip: [n, 2(flip), 2(mean/std), C, h, w]."""
-    out = []
-    for path in paths:
-        px = _pixels(path, resolution).unsqueeze(0).to(device, vae.dtype)
+def _encode_images(family: Family, vae, images: list[TrainImage], resolution: int, device) -> ImageCache:
+    """Latent distribution (mean, std) per image and per horizontal flip, and the family's per-image
+    conditioning for each, computed once."""
+    latents, conditioning = [], []
+    for image in images:
+        px = _pixels(image.path, resolution).unsqueeze(0).to(device, vae.dtype)
         both = torch.cat([px, torch.flip(px, dims=[3])])
         dist = vae.encode(both).latent_dist
-        out.append(torch.stack([dist.mean, dist.std], dim=1).float().cpu())
-    return torch.stack(out)
-
-
-def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(
-        texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
-    ).input_ids
+        latents.append(torch.stack([dist.mean, dist.std], dim=1).float().cpu())
+        conditioning.append([family.image_conditioning(image, resolution, flipped) for flipped in (False, True)])
+    keys = conditioning[0][0].keys() if conditioning else ()
+    return ImageCache(
+        latents=torch.stack(latents),
+        conditioning={k: torch.stack([torch.stack([c[0][k], c[1][k]]) for c in conditioning]) for k in keys},
+        shift=float(getattr(vae.config, "shift_factor", None) or 0.0),
+        scale=float(vae.config.scaling_factor),
+    )
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def _sample_latents(cache: torch.Tensor, idx: torch.Tensor, flip: torch.Tensor, g: torch.Generator, scale):
-    stats = cache[idx, flip.long()]  # [b, 2, C, h, w]
-    mean, std = stats[:, 0], stats[:, 1]
-    return (mean + std * torch.randn(mean.shape, generator=g)) * scale
+def _precision(params: TrainParams, device: torch.device) -> torch.dtype:
+    """The frozen weights' dtype; fp16 needs a GPU (CPUs have no fp16 autocast for training)."""
+    if params.mixed_precision == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "train.mixed_precision 'fp16' needs a CUDA GPU and this run is on the CPU; use 'bf16' or 'no'"
+        )
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(params.mixed_precision, torch.float32)
 
 
 def train(
     data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: Resume = "no"
 ) -> TrainResult:
     from accelerate import Accelerator
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
-    from transformers import AutoModel, AutoTokenizer
 
     started = time.time()
     use_prior = params.with_prior_preservation
     if use_prior and not data.class_images:
         raise ValueError("train.with_prior_preservation is on but there are no class images; run `prior` first")
     inputs_sha = sha256_json({"data": data.fingerprint(), "params": params.model_dump(mode="json")})
+    folder = resolve_model(data.base_model)
+    family = family_for(folder)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    weight_dtype = _precision(params, device)
     accelerator = Accelerator(
         mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.gradient_accumulation_steps
     )
     device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(params.mixed_precision, torch.float32)
 
     # 1. The frozen base model, loaded by the same code path as any hub checkpoint.
-    folder = resolve_model(data.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = AutoModel.from_pretrained(folder / "text_encoder")
-    vae = AutoencoderKL.from_pretrained(folder / "vae")
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    noise_scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+    parts = family.parts(family.load_pipeline(folder))
     torch.manual_seed(params.seed)  # LoRA A matrices are drawn here
-    trainable = add_lora(unet, text_encoder, params)
-    for module in (unet, text_encoder, vae):
+    trainable = add_lora(family, parts, params)
+    adapters = adapted(parts)  # the modules that carry LoRA, unwrapped: what checkpoints and the adapter save
+    for module in parts.modules():
         module.to(device, dtype=weight_dtype)
-    cast_training_params([unet, text_encoder] if params.train_text_encoder else [unet], dtype=torch.float32)
+    cast_training_params(list(adapters.values()), dtype=torch.float32)
     if params.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if params.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+        parts.denoiser.enable_gradient_checkpointing()
+        for name, module in adapters.items():
+            if name != parts.denoiser_name:
+                module.gradient_checkpointing_enable()
 
-    # 2. Cache: VAE latents of every image and embeddings of every prompt, computed once.
-    vae.eval()
-    instance_cache = _encode_latents(vae, data.instance_images, data.resolution, device)
-    class_cache = _encode_latents(vae, data.class_images, data.resolution, device) if use_prior else None
-    vae.to("cpu")
+    # 2. Cache: VAE latents of every image and text conditioning of every prompt, computed once;
+    # the VAE and frozen text encoders then leave the device.
+    parts.vae.eval()
+    instance_cache = _encode_images(family, parts.vae, data.instance_images, data.resolution, device)
+    class_cache = _encode_images(family, parts.vae, data.class_images, data.resolution, device) if use_prior else None
+    parts.vae.to("cpu")
     prompts = list(dict.fromkeys(data.instance_captions + ([data.class_prompt] if use_prior else [])))
-    prompt_ids = _tokenize(tokenizer, prompts)
+    prompt_tokens = family.tokenize(parts, prompts)
     instance_prompt_idx = torch.tensor([prompts.index(c) for c in data.instance_captions])
     class_prompt_idx = prompts.index(data.class_prompt) if use_prior else None
     cached_embeddings = None
     if not params.train_text_encoder:
         with torch.no_grad():
-            cached_embeddings = text_encoder(prompt_ids.to(device))[0].float().cpu()
-        text_encoder.to("cpu")
-    cache = Cache(instance_cache, class_cache, prompt_ids, cached_embeddings, instance_prompt_idx, class_prompt_idx)
+            tokens = {k: v.to(device) for k, v in prompt_tokens.items()}
+            cached_embeddings = {k: v.float().cpu() for k, v in family.encode_prompts(parts, tokens).items()}
+        for encoder in parts.text_encoders.values():
+            encoder.to("cpu")
+    cache = Cache(instance_cache, class_cache, prompt_tokens, cached_embeddings, instance_prompt_idx, class_prompt_idx)
 
     # 3. Optimiser and schedule.
-    optimizer = _optimizer(params, unet, text_encoder, trainable)
+    optimizer = _optimizer(params, adapters, parts.denoiser_name)
     lr_scheduler = get_scheduler(
         params.lr_scheduler,
         optimizer=optimizer,
         num_warmup_steps=params.lr_warmup_steps,
         num_training_steps=params.max_steps,
     )
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    parts.denoiser, optimizer, lr_scheduler = accelerator.prepare(parts.denoiser, optimizer, lr_scheduler)
     config_hash = inputs_sha
 
     # 4. Resume from the latest checkpoint when asked.
@@ -207,9 +253,7 @@ def train(
     ckpt = latest_checkpoint(checkpoints_dir) if resume != "no" else None
     if ckpt is not None:
         try:
-            start_step, losses = load_checkpoint(
-                ckpt, accelerator.unwrap_model(unet), text_encoder, optimizer, lr_scheduler, config_hash
-            )
+            start_step, losses = load_checkpoint(ckpt, adapters, optimizer, lr_scheduler, config_hash)
             resumed_from = start_step
         except CheckpointMismatch:
             if resume == "yes":
@@ -219,10 +263,9 @@ def train(
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
     # 5. The loop.
-    models = Models(unet, text_encoder, noise_scheduler, vae.config.scaling_factor, device, weight_dtype)
-    unet.train()
-    if params.train_text_encoder:
-        text_encoder.train()
+    models = Models(family, parts, device, weight_dtype)
+    for module in adapters.values():
+        module.train()
     loop_started = time.time()
     bar = tqdm(range(start_step, params.max_steps), desc="train", unit="step", leave=False)
     for step in bar:
@@ -230,7 +273,7 @@ def train(
         g = _step_generator(params.seed, step)
         step_losses = []
         for _ in range(params.gradient_accumulation_steps):
-            with accelerator.accumulate(unet):
+            with accelerator.accumulate(parts.denoiser):
                 loss, inst_loss, prior_loss = _loss(g, params, models, cache)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -261,7 +304,7 @@ def train(
             save_checkpoint(
                 checkpoints_dir,
                 done,
-                lora_state(accelerator.unwrap_model(unet), text_encoder, params),
+                lora_state(adapters),
                 optimizer,
                 lr_scheduler,
                 losses,
@@ -272,17 +315,19 @@ def train(
     loop_seconds = time.time() - loop_started
 
     # 6. Outputs, written under a temporary name: a partial adapter never appears in out_dir.
-    unet = accelerator.unwrap_model(unet)
+    parts.denoiser = accelerator.unwrap_model(parts.denoiser)
     staging = new_staging_dir(out_dir)
-    adapter = save_adapter(staging, unet, text_encoder, params)
+    adapter = save_adapter(staging, family, parts)
     _write_loss_curve(staging / "loss.csv", losses)
     write_json(
         staging / "train_config.json",
         {
             "params": params.model_dump(mode="json"),
+            "family": family.name,
+            "lora_targets": {n: sorted(m.peft_config["default"].target_modules) for n, m in adapters.items()},
             "base_model": model_identity(data.base_model),
             "resolution": data.resolution,
-            "instance_images": [p.name for p in data.instance_images],
+            "instance_images": [i.path.name for i in data.instance_images],
             "instance_captions": data.instance_captions,
             "class_prompt": data.class_prompt,
             "class_images": len(data.class_images),
@@ -308,31 +353,31 @@ def train(
 def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
     """One micro-batch: instance images, plus as many class images when prior preservation is on."""
     b = params.batch_size
-    idx = torch.randint(len(cache.instance), (b,), generator=g)
+    idx = torch.randint(len(cache.instance.latents), (b,), generator=g)
     flip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
-    latents = _sample_latents(cache.instance, idx, flip, g, m.latent_scale)
+    latents = cache.instance.sample(idx, flip, g)
+    image_cond = cache.instance.conditioning_at(idx, flip)
     prompt_rows = cache.instance_prompt[idx]
     if cache.classes is not None:
-        cidx = torch.randint(len(cache.classes), (b,), generator=g)
+        cidx = torch.randint(len(cache.classes.latents), (b,), generator=g)
         cflip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
-        latents = torch.cat([latents, _sample_latents(cache.classes, cidx, cflip, g, m.latent_scale)])
+        latents = torch.cat([latents, cache.classes.sample(cidx, cflip, g)])
+        class_cond = cache.classes.conditioning_at(cidx, cflip)
+        image_cond = {k: torch.cat([v, class_cond[k]]) for k, v in image_cond.items()}
         prompt_rows = torch.cat([prompt_rows, torch.full((b,), cache.class_prompt)])
     noise = torch.randn(latents.shape, generator=g)
-    scheduler = m.noise_scheduler
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if cache.embeddings is not None:
-        hidden = cache.embeddings[prompt_rows].to(m.device, m.dtype)
+    noised = m.family.noisy_input(m.parts.scheduler, latents, noise, g)
+    if cache.prompt_embeddings is not None:
+        prompt = {k: v[prompt_rows].to(m.device, m.dtype) for k, v in cache.prompt_embeddings.items()}
     else:
-        hidden = m.text_encoder(cache.prompt_ids[prompt_rows].to(m.device))[0]
-    pred = m.unet(noisy.to(m.device, m.dtype), timesteps.to(m.device), hidden).sample.float()
-    if scheduler.config.prediction_type == "epsilon":
-        target = noise
-    elif scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
-    target = target.to(m.device)
+        prompt = m.family.encode_prompts(
+            m.parts, {k: v[prompt_rows].to(m.device) for k, v in cache.prompt_tokens.items()}
+        )
+    image = {k: v.to(m.device) for k, v in image_cond.items()}
+    pred = m.family.predict(
+        m.parts, noised.noisy.to(m.device, m.dtype), noised.timesteps.to(m.device), prompt, image
+    ).float()
+    target = noised.target.to(m.device)
     if cache.classes is None:
         loss = F.mse_loss(pred, target)
         return loss, loss.item(), 0.0
@@ -341,12 +386,15 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
     return inst + params.prior_loss_weight * prior, inst.item(), prior.item()
 
 
-def _optimizer(params: TrainParams, unet, text_encoder, trainable):
-    unet_params = [p for p in unet.parameters() if p.requires_grad]
-    groups = [{"params": unet_params, "lr": params.learning_rate}]
-    if params.train_text_encoder:
-        te = [p for p in text_encoder.parameters() if p.requires_grad]
-        groups.append({"params": te, "lr": params.text_encoder_learning_rate})
+def _optimizer(params: TrainParams, adapters: dict[str, torch.nn.Module], denoiser_name: str):
+    """AdamW over the LoRA weights: the denoiser's at learning_rate, text encoders' at their own rate."""
+    groups = [
+        {
+            "params": [p for p in module.parameters() if p.requires_grad],
+            "lr": params.learning_rate if name == denoiser_name else params.text_encoder_learning_rate,
+        }
+        for name, module in adapters.items()
+    ]
     kwargs = dict(
         betas=(params.adam_beta1, params.adam_beta2), weight_decay=params.adam_weight_decay, eps=params.adam_epsilon
     )

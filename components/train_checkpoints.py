@@ -44,14 +44,15 @@ def save_checkpoint(root, step, lora, optimizer, lr_scheduler, losses, config_ha
     return final
 
 
-def load_checkpoint(path: Path, unet, text_encoder, optimizer, lr_scheduler, config_hash) -> tuple[int, list]:
+def load_checkpoint(path: Path, modules: dict, optimizer, lr_scheduler, config_hash) -> tuple[int, list]:
+    """Restores the LoRA weights of ``modules`` (by component name), optimiser and schedule; (step, losses)."""
     state = read_json(path / "state.json")
     if state["config_hash"] != config_hash:
         raise CheckpointMismatch(
             f"{path} was made with other params or inputs than this run; rerun without --resume "
             f"to start over (or restore the params it was made with)"
         )
-    load_lora_state(unet, text_encoder, load_file(str(path / "lora.safetensors")))
+    load_lora_state(modules, load_file(str(path / "lora.safetensors")))
     opt = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(opt["optimizer"])
     lr_scheduler.load_state_dict(opt["lr_scheduler"])

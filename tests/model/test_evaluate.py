@@ -8,6 +8,7 @@ from PIL import Image
 from components.config import TrainParams
 from components.curate import CurateResult
 from components.evaluate import evaluate
+from components.families import family_of
 from components.lora import add_lora, save_adapter
 from components.pipeline import run_caption, run_curate, run_evaluate, run_prior, run_train
 
@@ -53,8 +54,10 @@ def test_a_zero_adapter_scores_exactly_like_the_base(cfg, layout, tmp_path):
     run_curate(cfg, layout)
     pipe = load_pipeline("tiny-sd")
     params = TrainParams(rank=4, alpha=4)
-    add_lora(pipe.unet, pipe.text_encoder, params)  # B = 0: the untrained adapter
-    save_adapter(tmp_path / "zero", pipe.unet, pipe.text_encoder, params)
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    add_lora(family, parts, params)  # B = 0: the untrained adapter
+    save_adapter(tmp_path / "zero", family, parts)
     instance = CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)
 
     result = evaluate("tiny-sd", tmp_path / "zero", instance, cfg.concept, cfg.params.evaluate, 64, tmp_path / "ev")

@@ -6,6 +6,7 @@ from safetensors import safe_open
 
 from components.base_model import load_pipeline
 from components.config import TrainParams
+from components.families import family_of
 from components.lora import ADAPTER_FILE, KOHYA_FILE, add_lora, save_adapter
 
 PROMPT = "a photo of sks robot"
@@ -21,14 +22,16 @@ def test_reloaded_adapter_reproduces_in_memory_result_with_alpha_not_rank(tmp_pa
     params = TrainParams(rank=4, alpha=16.0, train_text_encoder=True, text_encoder_rank=2)
     pipe = load_pipeline("tiny-sd")
     base = render(pipe)
-    add_lora(pipe.unet, pipe.text_encoder, params)
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    add_lora(family, parts, params)
     torch.manual_seed(1)
     with torch.no_grad():  # stand-in for training: B != 0
         for name, p in list(pipe.unet.named_parameters()) + list(pipe.text_encoder.named_parameters()):
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     in_memory = render(pipe)
-    save_adapter(tmp_path, pipe.unet, pipe.text_encoder, params)
+    save_adapter(tmp_path, family, parts)
 
     fresh = load_pipeline("tiny-sd")
     fresh.load_lora_weights(tmp_path)
@@ -42,8 +45,10 @@ def test_reloaded_adapter_reproduces_in_memory_result_with_alpha_not_rank(tmp_pa
 def test_kohya_export_carries_the_real_alpha(tmp_path):
     params = TrainParams(rank=4, alpha=12.0)
     pipe = load_pipeline("tiny-sd")
-    add_lora(pipe.unet, pipe.text_encoder, params)
-    save_adapter(tmp_path, pipe.unet, pipe.text_encoder, params)
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    add_lora(family, parts, params)
+    save_adapter(tmp_path, family, parts)
     with safe_open(str(tmp_path / KOHYA_FILE), "pt") as f:
         keys = list(f.keys())
         alphas = {f.get_tensor(k).item() for k in keys if k.endswith(".alpha")}
