@@ -77,7 +77,8 @@ def save_adapter(out_dir: Path, family: Family, parts: Parts) -> Path:
     state = lora_state(modules)
     kwargs = {}
     for name, module in modules.items():
-        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(_strip(state, name + "."))
+        layers = _strip(state, name + ".")
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(layers) if family.convert_lora_keys else layers
         kwargs[f"{name}_lora_adapter_metadata"] = adapter_metadata(module)
     family.pipeline_class().save_lora_weights(
         save_directory=out_dir, weight_name=ADAPTER_FILE, safe_serialization=True, **kwargs

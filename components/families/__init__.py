@@ -7,10 +7,12 @@ from pathlib import Path
 
 from components.errors import UnsupportedModel
 from components.families.base import Family, Noised, Parts, TrainImage
+from components.families.flux import Flux
 from components.families.sd import StableDiffusion
+from components.families.sd3 import StableDiffusion3
 
 # One line per family; the first whose pipeline class matches model_index.json's _class_name wins.
-FAMILIES: tuple[Family, ...] = (StableDiffusion(),)
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), Flux(), StableDiffusion3())
 
 __all__ = ["FAMILIES", "Family", "Noised", "Parts", "TrainImage", "family_for", "family_named"]
 

@@ -94,6 +94,9 @@ class Family(ABC):
     default_lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
     pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # extra from_pretrained arguments
     kohya_prefixes: ClassVar[dict[str, str] | None] = None  # component -> kohya key prefix; None: no format
+    # Adapter keys in diffusers' older lora.down/lora.up names (what the U-Net pipelines' scripts save);
+    # False: PEFT's lora_A/lora_B names, which transformer pipelines (SD3) need to load every module.
+    convert_lora_keys: ClassVar[bool] = True
 
     # -- recognise and generate ----------------------------------------------------------------
 
