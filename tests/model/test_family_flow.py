@@ -39,12 +39,8 @@ def render(pipe) -> np.ndarray:
 
 def on_model(cfg, model: str, **train_update):
     concept = cfg.concept.model_copy(update={"base_model": model})
-    params = cfg.params.model_copy(
-        update={
-            "train": cfg.params.train.model_copy(update={"max_steps": 3, "checkpoint_every": 100, **train_update}),
-            "generation": cfg.params.generation.model_copy(update={"scheduler": "euler"}),
-        }
-    )
+    train = cfg.params.train.model_copy(update={"max_steps": 3, "checkpoint_every": 100, **train_update})
+    params = cfg.params.model_copy(update={"train": train})
     return cfg.model_copy(update={"concept": concept, "params": params})
 
 
@@ -118,3 +114,31 @@ def test_bf16_autocast_and_gradient_checkpointing_train_on_the_cpu(model, cfg, l
         stage(cfg, layout)
     result = run_train(cfg, layout)
     assert np.isfinite(result.final_loss)
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-schnell", "tiny-sd3"])
+def test_the_training_prediction_is_the_pipelines_own_denoising_step(model):
+    """What training asks of the transformer (cached prompt conditioning, packing, position ids, timestep
+    scale, the dev guidance value) is what the pipeline asks when it generates: one Euler step from pure
+    noise (s = 1) with the pipeline lands where the family's velocity says, noise - v."""
+    from components.families import flow_matching as fm
+
+    pipe = load_pipeline(model)
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    flux = family.name == "flux"
+    noise = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        prompt = family.encode_prompts(parts, family.tokenize(parts, [PROMPT]))
+        v = family.predict(parts, noise, torch.tensor([1.0 * family.timestep_scale]), prompt, {})
+        out = pipe(
+            PROMPT,
+            num_inference_steps=1,
+            guidance_scale=fm.FLUX_TRAIN_GUIDANCE if flux else 1.0,  # SD3: 1.0 turns classifier-free guidance off
+            latents=fm.pack_latents(noise) if flux else noise,
+            height=64,
+            width=64,
+            output_type="latent",
+        ).images
+    stepped = fm.unpack_latents(out, 8, 8) if flux else out
+    torch.testing.assert_close(stepped, noise - v, rtol=0, atol=1e-5)
