@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -142,3 +143,81 @@ def test_the_training_prediction_is_the_pipelines_own_denoising_step(model):
         ).images
     stepped = fm.unpack_latents(out, 8, 8) if flux else out
     torch.testing.assert_close(stepped, noise - v, rtol=0, atol=1e-5)
+
+
+KOHYA_FLUX_KEY = re.compile(
+    r"^lora_unet_(double_blocks_\d+_(img|txt)_(attn_qkv|attn_proj|mlp_0|mlp_2|mod_lin)"
+    r"|single_blocks_\d+_(linear1|linear2|modulation_lin))\.(lora_down\.weight|lora_up\.weight|alpha)$"
+)
+
+
+def _delta(down: torch.Tensor, up: torch.Tensor, alpha: float) -> torch.Tensor:
+    return up @ down * (alpha / down.shape[0])
+
+
+def test_flux_kohya_export_names_bfl_modules_and_keeps_every_weight_delta(tmp_path):
+    """kohya/ComfyUI name Flux LoRA modules after BFL's fused layers (double_blocks_N_img_attn_qkv, single_blocks_N
+    _linear1, ...). Every weight delta of the export equals the adapter's, and diffusers' own kohya reader turns
+    the export back into the same q/k/v deltas (its single-block reader assumes FLUX.1's real width, 3072, so it
+    reads the double blocks here; the single blocks are checked by the delta arithmetic)."""
+    from diffusers import FluxPipeline
+    from safetensors.torch import load_file, save_file
+
+    from components.io import KOHYA_FILE
+    from components.lora import adapted, lora_state
+
+    pipe = load_pipeline("tiny-flux")
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    add_lora(family, parts, TrainParams(rank=4, alpha=12.0))
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in parts.denoiser.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    save_adapter(tmp_path, family, parts)
+    kohya = load_file(str(tmp_path / KOHYA_FILE))
+    peft = lora_state(adapted(parts))
+    ours = {
+        k.removeprefix("transformer.").removesuffix(".lora_A.weight"): k for k in peft if k.endswith("lora_A.weight")
+    }
+
+    assert not [k for k in kohya if not KOHYA_FLUX_KEY.match(k)]
+    modules = {k.rsplit(".", 2)[0].removeprefix("lora_unet_") for k in kohya if k.endswith("lora_down.weight")}
+    assert modules == {
+        "double_blocks_0_img_attn_qkv", "double_blocks_0_txt_attn_qkv",
+        "double_blocks_0_img_attn_proj", "double_blocks_0_txt_attn_proj",
+        "single_blocks_0_linear1", "single_blocks_1_linear1",
+    }  # fmt: skip
+
+    def adapter_delta(path: str) -> torch.Tensor:
+        a_key = ours[path]
+        return _delta(peft[a_key], peft[a_key.replace("lora_A", "lora_B")], 12.0)
+
+    def export_deltas(module: str, members: list[str], dims: list[int]) -> dict[str, torch.Tensor]:
+        k = f"lora_unet_{module}"
+        full = _delta(kohya[k + ".lora_down.weight"], kohya[k + ".lora_up.weight"], kohya[k + ".alpha"].item())
+        return dict(zip(members, torch.split(full, dims), strict=True))
+
+    width = 32
+    for path, delta in {
+        **export_deltas("double_blocks_0_img_attn_qkv", ["to_q", "to_k", "to_v"], [width] * 3),
+        **export_deltas("double_blocks_0_txt_attn_qkv", ["add_q_proj", "add_k_proj", "add_v_proj"], [width] * 3),
+        **export_deltas("double_blocks_0_img_attn_proj", ["to_out.0"], [width]),
+    }.items():
+        torch.testing.assert_close(delta, adapter_delta(f"transformer_blocks.0.attn.{path}"), rtol=0, atol=1e-6)
+    for i in (0, 1):
+        single = export_deltas(f"single_blocks_{i}_linear1", ["to_q", "to_k", "to_v", "mlp"], [width] * 3 + [4 * width])
+        assert single.pop("mlp").abs().max() == 0, "no MLP adapter: its rows are zero"
+        for member, delta in single.items():
+            torch.testing.assert_close(delta, adapter_delta(f"single_transformer_blocks.{i}.attn.{member}"))
+
+    save_file({k: v for k, v in kohya.items() if "double_blocks" in k}, str(tmp_path / "double.safetensors"))
+    read = FluxPipeline.lora_state_dict(tmp_path / "double.safetensors")
+    read = read[0] if isinstance(read, tuple) else read
+    for path in ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"):
+        key = f"transformer.transformer_blocks.0.attn.{path}"
+        delta = _delta(
+            read[key + ".lora_A.weight"], read[key + ".lora_B.weight"], read[key + ".lora_A.weight"].shape[0]
+        )
+        torch.testing.assert_close(delta, adapter_delta(f"transformer_blocks.0.attn.{path}"), rtol=0, atol=1e-6)
