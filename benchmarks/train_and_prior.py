@@ -24,7 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def _model_ref(model: str) -> str:
     if model == "sd15-shaped":
-        from benchmarks.sd15_shaped import build_sd15_shaped
+        from benchmarks.shaped import build_sd15_shaped
         from components.base_model import models_dir
 
         return str(build_sd15_shaped(models_dir() / "sd15-shaped"))

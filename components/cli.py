@@ -19,7 +19,13 @@ from rich.table import Table
 from components import pipeline
 from components.base_model import models_dir
 from components.config import ConfigError, ResolvedConfig, load_config, load_params
-from components.errors import CheckpointMismatch, ModelNotAvailable, NotEnoughImages, TrainingDiverged
+from components.errors import (
+    CheckpointMismatch,
+    ModelNotAvailable,
+    NotEnoughImages,
+    TrainingDiverged,
+    UnsupportedModel,
+)
 from components.io import ADAPTER_FILE
 from components.layout import ConceptLayout
 
@@ -44,7 +50,15 @@ app.add_typer(toyworld_app, name="toyworld")
 RepoOpt = Annotated[Path, typer.Option(help="the conceptlab git + DVC repository")]
 console = Console(stderr=True, soft_wrap=True)
 
-USER_ERRORS = (ConfigError, NotEnoughImages, ModelNotAvailable, CheckpointMismatch, TrainingDiverged, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    NotEnoughImages,
+    ModelNotAvailable,
+    UnsupportedModel,
+    CheckpointMismatch,
+    TrainingDiverged,
+    FileNotFoundError,
+)
 
 ConceptArg = Annotated[Path, typer.Argument(help="the concept's YAML file", exists=False)]
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="stage defaults (params.yaml)")]

@@ -1,6 +1,9 @@
 """register: an MLflow run (params, metrics, report, lineage) and a model version with alias challenger.
 
-The adapter is logged with MLflow's native ``mlflow.diffusers`` flavor. The base model is given to
+The adapter is logged with MLflow's native ``mlflow.diffusers`` flavor, whose pyfunc loads the base with
+``DiffusionPipeline.from_pretrained``: that dispatches on model_index.json's ``_class_name``, the same
+name the model family is recognised by, so every family is served by its own pipeline class
+(tests/model/test_families.py checks it). The base model is given to
 MLflow as a local folder (so nothing is looked up online); its portable identity (name, content
 hash, hub revision) is recorded as tags, since an absolute path means nothing on another machine.
 Registering the same adapter twice returns the existing version instead of creating another.
@@ -130,6 +133,7 @@ def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, li
         f"{TAG}.base_model": base["name"],
         f"{TAG}.base_model_sha256": base["sha256"],
         f"{TAG}.base_model_revision": base.get("revision", ""),
+        f"{TAG}.family": train_config.get("family", ""),
         f"{TAG}.git_commit": git_commit(),
         f"{TAG}.train_inputs_sha256": train_config["inputs_sha256"],
         # The gate compares numbers only between evaluations made with identical settings.

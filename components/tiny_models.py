@@ -1,4 +1,4 @@
-"""Tiny Stable-Diffusion-shaped models built from configs with fixed seeds.
+"""Tiny Stable-Diffusion-shaped models (SD1.x, Taiyi, SDXL) built from configs with fixed seeds.
 
 No weights can be downloaded here, so tests and the demo build their own models: real diffusers /
 transformers / open_clip classes with random weights, saved with ``save_pretrained`` and loaded back
@@ -18,9 +18,10 @@ from components.tiny_models_flow import FLOW_BUILDERS, FLOW_MODEL_NAMES
 
 TINY_SD = "tiny-sd"
 TINY_TAIYI = "tiny-taiyi"
+TINY_SDXL = "tiny-sdxl"
 TINY_CLIP = "tiny-clip"
 TINY_BLIP = "tiny-blip"
-TINY_MODEL_NAMES = (TINY_SD, TINY_TAIYI, TINY_CLIP, TINY_BLIP, *FLOW_MODEL_NAMES)
+TINY_MODEL_NAMES = (TINY_SD, TINY_TAIYI, TINY_SDXL, TINY_CLIP, TINY_BLIP, *FLOW_MODEL_NAMES)
 
 TINY_RESOLUTION = 64  # pixels; the VAE downsamples by 8 -> 8x8 latents
 _CROSS_ATTENTION_DIM = 32
@@ -209,6 +210,79 @@ def build_tiny_taiyi(out_dir: Path, seed: int = 0) -> Path:
     return _save_sd(out_dir, text_encoder, tokenizer, "epsilon")
 
 
+def _clip_text_config(tokenizer, hidden_act: str, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_CROSS_ATTENTION_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act=hidden_act,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def build_tiny_sdxl(out_dir: Path, seed: int = 0) -> Path:
+    """SDXL layout: CLIP-L-like and OpenCLIP-bigG-like text encoders (the second with a projection and
+    "!" as pad token, as SDXL ships them) sharing CLIP's real BPE vocabulary, a U-Net with the
+    "text_time" added embedding (pooled text + 6 time ids) and linear attention projections."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    tokenizer_2 = clip_tokenizer()
+    tokenizer_2.pad_token = "!"
+    text_encoder = CLIPTextModel(_clip_text_config(tokenizer, "quick_gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _clip_text_config(tokenizer_2, "gelu", projection_dim=_CROSS_ATTENTION_DIM)
+    )
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * _CROSS_ATTENTION_DIM,  # both encoders' hidden states, concatenated
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + _CROSS_ATTENTION_DIM,
+        norm_num_groups=32,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        # SDXL's sampler and schedule as it ships (training makes a DDPMScheduler from this config).
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
 def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
     """An open_clip ViT/text-transformer pair, small, in open_clip's own local-dir format."""
     import open_clip
@@ -277,6 +351,7 @@ def build_tiny_blip(out_dir: Path, seed: int = 0) -> Path:
 _BUILDERS = {
     TINY_SD: build_tiny_sd,
     TINY_TAIYI: build_tiny_taiyi,
+    TINY_SDXL: build_tiny_sdxl,
     TINY_CLIP: build_tiny_clip,
     TINY_BLIP: build_tiny_blip,
     **FLOW_BUILDERS,

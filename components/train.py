@@ -109,6 +109,7 @@ class TrainResult(StageResult):
     resumed_from_step: int | None
     seconds: float
     loop_seconds: float  # the training loop (steps and checkpoints), without loading and caching
+    step_seconds: float = math.nan  # median wall time of one step (each step ends in a device sync)
     inputs_sha256: str
 
 
@@ -187,6 +188,7 @@ def train(
     data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: Resume = "no"
 ) -> TrainResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
 
@@ -199,6 +201,9 @@ def train(
     family = family_for(folder)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weight_dtype = _precision(params, device)
+    # accelerate keeps one precision per process; a second run in this process (tests, benchmarks,
+    # experiments) may ask for another, so the per-run part of its state starts afresh.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.gradient_accumulation_steps
     )
@@ -267,8 +272,10 @@ def train(
     for module in adapters.values():
         module.train()
     loop_started = time.time()
+    step_times = []
     bar = tqdm(range(start_step, params.max_steps), desc="train", unit="step", leave=False)
     for step in bar:
+        step_started = time.perf_counter()
         torch.manual_seed(params.seed * 1_000_003 + step)  # LoRA dropout draws from the global RNG
         g = _step_generator(params.seed, step)
         step_losses = []
@@ -299,6 +306,7 @@ def train(
             }
         )
         bar.set_postfix(loss=f"{mean[0]:.4f}")
+        step_times.append(time.perf_counter() - step_started)
         done = step + 1
         if done % params.checkpoint_every == 0 and done < params.max_steps:
             save_checkpoint(
@@ -343,6 +351,7 @@ def train(
         resumed_from_step=resumed_from,
         seconds=round(time.time() - started, 2),
         loop_seconds=round(loop_seconds, 3),
+        step_seconds=round(float(np.median(step_times)), 5) if step_times else math.nan,
         inputs_sha256=inputs_sha,
     )
     result.write(staging / "train.json")

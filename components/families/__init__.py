@@ -10,9 +10,10 @@ from components.families.base import Family, Noised, Parts, TrainImage
 from components.families.flux import Flux
 from components.families.sd import StableDiffusion
 from components.families.sd3 import StableDiffusion3
+from components.families.sdxl import StableDiffusionXL
 
-# One line per family; the first whose pipeline class matches model_index.json's _class_name wins.
-FAMILIES: tuple[Family, ...] = (StableDiffusion(), Flux(), StableDiffusion3())
+# One entry per family, matched by pipeline class against model_index.json's _class_name.
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3())
 
 __all__ = ["FAMILIES", "Family", "Noised", "Parts", "TrainImage", "family_for", "family_named"]
 

@@ -67,7 +67,6 @@ class Noised:
 # LoRA targets inside text encoders, by transformers model_type (attention projections).
 TEXT_ENCODER_TARGETS = {
     "clip_text_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "clip_text_model_with_projection": ["q_proj", "k_proj", "v_proj", "out_proj"],
     "bert": ["query", "key", "value", "attention.output.dense"],
     "t5": ["q", "k", "v", "o"],
 }

@@ -44,6 +44,29 @@ def test_stage_by_stage_chain(concept_dir, params_file, tmp_path):
     assert "already registered as toy-robot v1" in cli("register", concept, *common).output
 
 
+@pytest.mark.slow
+def test_run_on_an_sdxl_base_needs_nothing_but_base_model(concept_dir, params_file, tmp_path):
+    """A new user's report (issue 14): an SDXL folder died in the prior stage with a raw traceback."""
+    concept = concept_dir / "concept.yaml"
+    concept.write_text(concept.read_text().replace("base_model: tiny-sd", "base_model: tiny-sdxl"))
+    result = cli("run", concept, "--params", params_file, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    assert "registry: models:/toy-robot@challenger = toy-robot v1" in result.output
+    config = (tmp_path / "work" / "toy-robot" / "adapter" / "train_config.json").read_text()
+    assert '"family": "sdxl"' in config
+
+
+def test_a_folder_of_an_unsupported_pipeline_is_one_clear_error(concept_dir, params_file, tmp_path):
+    model = tmp_path / "refiner"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionXLImg2ImgPipeline"}')
+    concept = concept_dir / "concept.yaml"
+    concept.write_text(concept.read_text().replace("base_model: tiny-sd", f"base_model: {model}"))
+    result = cli("run", concept, "--params", params_file, "--work-dir", tmp_path / "work")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "StableDiffusionXLImg2ImgPipeline" in result.output and "StableDiffusionXLPipeline" in result.output
+
+
 def test_bad_config_is_one_clear_error(concept_dir, tmp_path):
     params = tmp_path / "bad.yaml"
     params.write_text("train:\n  max_step: 10\n")

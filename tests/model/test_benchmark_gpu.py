@@ -1,0 +1,39 @@
+"""The GPU benchmark's plumbing at the smallest shapes on the CPU: it trains through conceptlab's own
+code in both settings, generates class priors, and writes its JSON (the real run needs a GPU)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.gpu import app
+
+
+@pytest.mark.slow  # ~30 s of CPU: three model loads, two short trainings, priors
+def test_smoke_run_writes_rows_for_each_setting(tmp_path):
+    args = ["--smoke", "--models", "sdxl", "--out", str(tmp_path)]
+    reference = os.environ.get("CONCEPTLAB_DIFFUSERS_SRC")  # a diffusers checkout: also run its script
+    if reference:
+        args += ["--reference", reference]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(next(Path(tmp_path).glob("gpu-*-smoke.json")).read_text())
+    assert [r["setting"] for r in report["rows"]] == ["bf16", "bf16+checkpointing"]
+    assert all(r["ours"]["s_per_step"] > 0 and r["resolution"] == 64 for r in report["rows"])
+    assert report["priors"]["sdxl"]["images_per_s"] > 0
+    if reference:
+        assert all(r["reference"]["s_per_step"] > 0 for r in report["rows"])
+    assert "speedup" in result.output
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_shaped_models_have_the_published_sizes(name):
+    """U-Net parameter counts of the real architectures (on the meta device: nothing is allocated)."""
+    from benchmarks.shaped import SHAPED
+
+    pipe = SHAPED[name][0](device="meta")
+    unet = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
+    expected = {"sd15": 859.5, "sdxl": 2567.5}[name]  # SD1.5: 859.52 M; SDXL base 1.0: 2567.46 M
+    assert abs(unet - expected) < 1, unet
