@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
 from components.io import new_staging_dir, publish
+from components.tiny_models_flow import FLOW_BUILDERS, FLOW_MODEL_NAMES
 
 TINY_SD = "tiny-sd"
 TINY_TAIYI = "tiny-taiyi"
 TINY_SDXL = "tiny-sdxl"
 TINY_CLIP = "tiny-clip"
 TINY_BLIP = "tiny-blip"
-TINY_MODEL_NAMES = (TINY_SD, TINY_TAIYI, TINY_SDXL, TINY_CLIP, TINY_BLIP)
+TINY_MODEL_NAMES = (TINY_SD, TINY_TAIYI, TINY_SDXL, TINY_CLIP, TINY_BLIP, *FLOW_MODEL_NAMES)
 
 TINY_RESOLUTION = 64  # pixels; the VAE downsamples by 8 -> 8x8 latents
 _CROSS_ATTENTION_DIM = 32
@@ -352,6 +354,7 @@ _BUILDERS = {
     TINY_SDXL: build_tiny_sdxl,
     TINY_CLIP: build_tiny_clip,
     TINY_BLIP: build_tiny_blip,
+    **FLOW_BUILDERS,
 }
 
 
@@ -360,8 +363,10 @@ def ensure_tiny_model(name: str, models_dir: Path) -> Path:
     if name not in _BUILDERS:
         raise KeyError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODEL_NAMES)}")
     target = models_dir / name
-    # A model built by other builder code is stale: the marker holds the fingerprint of this file.
-    fingerprint = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    # A model built by other builder code is stale: the marker holds the fingerprint of this file
+    # (and of the builder's own module when it lives elsewhere).
+    sources = dict.fromkeys([Path(__file__), Path(inspect.getfile(_BUILDERS[name]))])
+    fingerprint = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
     marker = target / ".complete"
     if marker.exists() and marker.read_text().strip() == fingerprint:
         return target

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from components.errors import UnsupportedModel
 from components.families.base import Family, Noised, Parts, TrainImage
+from components.families.flux import Flux
 from components.families.sd import StableDiffusion
+from components.families.sd3 import StableDiffusion3
 from components.families.sdxl import StableDiffusionXL
 
 # One entry per family, matched by pipeline class against model_index.json's _class_name.
-FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL())
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3())
 
 __all__ = ["FAMILIES", "Family", "Noised", "Parts", "TrainImage", "family_for", "family_named"]
 
