@@ -1,5 +1,5 @@
 """GPU benchmark: conceptlab's own training and class-prior code on random-weight models of the real
-shapes (SD1.5 at 512 px, SDXL at 1024 px), built on the device from their configs (nothing shipped or
+shapes (SD1.5 at 512 px, SDXL and FLUX.1-dev at 1024 px), built on the device from their configs (nothing shipped or
 downloaded). Per model and setting (bf16; bf16 + gradient checkpointing): seconds per step (median of
 the steady steps) and peak GiB allocated; per model: class-prior images/s. With ``--reference`` it also
 runs diffusers' own examples/dreambooth/train_dreambooth_lora*.py on the same model, images and
@@ -51,7 +51,7 @@ def _models(smoke: bool) -> dict:
     from components.tiny_models import TINY_RESOLUTION, ensure_tiny_model
 
     if smoke:  # the tiny models of the same families (built once, cached like any built-in model)
-        tiny = {"sd15": "tiny-sd", "sdxl": "tiny-sdxl"}
+        tiny = {"sd15": "tiny-sd", "sdxl": "tiny-sdxl", "flux-dev": "tiny-flux"}
         return {
             k: (lambda out, device, t=t: ensure_tiny_model(t, models_dir()), TINY_RESOLUTION, SHAPED[k][2])
             for k, t in tiny.items()
@@ -180,7 +180,9 @@ def _priors(folder: Path, resolution: int, work: Path, images: int, batch: int, 
 
 @app.command()
 def main(
-    models: Annotated[str, typer.Option(help="comma-separated, from benchmarks/shaped.py SHAPED")] = "sd15,sdxl",
+    models: Annotated[
+        str, typer.Option(help="comma-separated, from benchmarks/shaped.py SHAPED")
+    ] = "sd15,sdxl,flux-dev",
     steps: Annotated[int, typer.Option(help="training steps per setting (30-50)")] = 40,
     rank: int = 16,
     prior_images: int = 8,

@@ -3,7 +3,7 @@ for speed and memory measurements on a GPU. Weights are drawn on ``device`` (sec
 for SDXL on a CPU) and saved in ``save_dtype``, then loaded back through conceptlab's own code path.
 
 Each shape is listed in SHAPED with its native resolution and diffusers' DreamBooth-LoRA script for
-it; a new family adds its maker there (Flux.1-dev: 1024 px, train_dreambooth_lora_flux.py)."""
+it; a new family adds its maker there."""
 
 from __future__ import annotations
 
@@ -122,10 +122,73 @@ def sdxl_shaped(seed: int = 0, device: str = "cpu"):
     )
 
 
+def flux_dev_shaped(seed: int = 0, device: str = "cpu"):
+    """FLUX.1-dev: 11.9B transformer (19 double- and 38 single-stream blocks, guidance embedding), 16-channel
+    VAE, CLIP ViT-L (pooled) and T5 (states), 1024 px. T5-XXL (4.7B) is shrunk to one layer of its width:
+    training caches its output ([n, 512, 4096], the shape the transformer reads) before the loop, so the
+    loop's speed and memory do not depend on its depth; only caching does."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from components.tiny_models import clip_tokenizer
+    from components.tiny_models_flow import FLUX_DEV_SCHEDULER, FLUX_VAE_FACTORS, t5_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
+    with torch.device(device):
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,
+            num_layers=19,
+            num_single_layers=38,
+            attention_head_dim=128,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            pooled_projection_dim=768,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=16,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            **FLUX_VAE_FACTORS,
+        )
+        text_encoder = _clip_text(tokenizer, 768, 12, 12, "quick_gelu")
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                d_model=4096,
+                d_kv=64,
+                d_ff=10240,
+                num_layers=1,
+                num_heads=64,
+                feed_forward_proj="gated-gelu",
+                tie_word_embeddings=False,
+                is_encoder_decoder=False,
+                use_cache=False,
+            )
+        )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+
+
 # name -> (pipeline maker, native resolution, diffusers' reference DreamBooth-LoRA script for that family)
 SHAPED: dict[str, tuple[Callable, int, str]] = {
     "sd15": (sd15_shaped, 512, "train_dreambooth_lora.py"),
     "sdxl": (sdxl_shaped, 1024, "train_dreambooth_lora_sdxl.py"),
+    "flux-dev": (flux_dev_shaped, 1024, "train_dreambooth_lora_flux.py"),
 }
 
 

@@ -28,12 +28,14 @@ def test_smoke_run_writes_rows_for_each_setting(tmp_path):
     assert "speedup" in result.output
 
 
-@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "flux-dev"])
 def test_shaped_models_have_the_published_sizes(name):
-    """U-Net parameter counts of the real architectures (on the meta device: nothing is allocated)."""
+    """Denoiser parameter counts of the real architectures (on the meta device: nothing is allocated)."""
     from benchmarks.shaped import SHAPED
 
     pipe = SHAPED[name][0](device="meta")
-    unet = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
-    expected = {"sd15": 859.5, "sdxl": 2567.5}[name]  # SD1.5: 859.52 M; SDXL base 1.0: 2567.46 M
-    assert abs(unet - expected) < 1, unet
+    denoiser = pipe.transformer if name == "flux-dev" else pipe.unet
+    millions = sum(p.numel() for p in denoiser.parameters()) / 1e6
+    # SD1.5 U-Net 859.52 M; SDXL base 1.0 U-Net 2567.46 M; FLUX.1-dev transformer 11901.41 M
+    expected = {"sd15": 859.5, "sdxl": 2567.5, "flux-dev": 11901.4}[name]
+    assert abs(millions - expected) < 1, millions
