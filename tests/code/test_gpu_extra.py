@@ -51,4 +51,4 @@ def test_8bit_adam_without_the_extra_names_the_command():
         pytest.skip("bitsandbytes is installed here (the gpu extra)")
     layer = torch.nn.Linear(2, 2)
     with pytest.raises(RuntimeError, match=r"uv sync --frozen --extra gpu"):
-        _optimizer(TrainParams(use_8bit_adam=True), layer, torch.nn.Linear(2, 2), list(layer.parameters()))
+        _optimizer(TrainParams(use_8bit_adam=True), {"unet": layer}, "unet")
