@@ -1,6 +1,7 @@
-"""train_concept: DVC runs the concept's stages (and skips what is unchanged), then the outputs are
-pushed to the DVC remote, the adapter is registered in MLflow with lineage, and Prefect artifacts
-report the metrics. A failed stage raises before anything is registered."""
+"""train_concept: DVC runs the concept's stages (and skips what is unchanged), the outputs are pushed
+to the DVC remote, dvc.lock is committed (only once its data is on the remote, so no commit names
+data the remote lacks), the adapter is registered in MLflow with that commit as lineage, and Prefect
+artifacts report the metrics. A failed stage, push or commit raises before anything is registered."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def push(ctx: ConceptContext, remote: str | None) -> None:
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def register(ctx: ConceptContext, git_commit: str):
-    extra = {**lineage(ctx.layout), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name), "git_commit": git_commit}
+    # git_commit: the commit made after the push (its dvc.lock holds this adapter's md5), not HEAD.
+    extra = {**lineage(ctx.layout, ctx.repo), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
+    extra["git_commit"] = git_commit
     extra["prefect_flow_run_id"] = str(flow_run.get_id() or "")
     from components.register import register as register_stage
 
@@ -69,12 +72,12 @@ def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> 
 def train_concept(
     concept: str, repo: str = ".", remote: str | None = None, push_outputs: bool = True, commit_lock: bool = True
 ):
-    """Reproduce, commit dvc.lock, push to the DVC remote, register (alias challenger), report."""
+    """Reproduce, push to the DVC remote, commit dvc.lock, register (alias challenger), report."""
     ctx = concept_context(repo, concept)
     report = reproduce(ctx)
-    revision = commit(ctx) if commit_lock else "uncommitted"
     if push_outputs:
         push(ctx, remote)
+    revision = commit(ctx) if commit_lock else "uncommitted"
     registration = register(ctx, revision)
     publish(ctx, registration, report)
     return {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
