@@ -140,6 +140,20 @@ def commit_lock(repo: Path, concept: str) -> str:
     return git(repo, "rev-parse", "HEAD").stdout.strip()
 
 
+def push_commit(repo: Path, commit: str) -> bool:
+    """Pushes the lineage commit to the branch it was made on at `origin`, so that the revision a
+    model version names exists beyond this clone (a worker's clone is thrown away). A rejected push
+    (the branch moved meanwhile) raises: the next run reproduces on top of the new branch. Without
+    an `origin` remote (a checkout of its own) there is nowhere to push: returns False."""
+    if "origin" not in git(repo, "remote").stdout.split():
+        return False
+    branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    if branch == "HEAD":
+        raise GitError(f"{repo}: detached HEAD; check out a branch to push the lineage commit to")
+    git(repo, "push", "-q", "origin", f"{commit}:refs/heads/{branch}")
+    return True
+
+
 def push(repo: Path, remote: str | None = None) -> str:
     return dvc(repo, "push", *(["-r", remote] if remote else []))
 

@@ -36,7 +36,8 @@ def test_serve_module_builds_the_same_deployments(monkeypatch):
     for name, spec in declared.items():
         deployment = built[name]
         assert deployment.entrypoint == spec["entrypoint"]
-        assert deployment.parameters == spec["parameters"] == {"repo": "."}
+        assert deployment.parameters == spec["parameters"]
+        assert spec["parameters"] == ({"repo": "."} if name == "promote" else {"repo": ".", "git_push": True})
         assert deployment.concurrency_limit == spec.get("concurrency_limit")
         schedules = [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules]
         assert schedules == [(s["cron"], s["timezone"]) for s in spec.get("schedules", [])]
