@@ -216,7 +216,7 @@ def demo(
 
 @flow_app.command("train-concept")
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
-    """dvc repro the concept, commit dvc.lock, push to the DVC remote, register as challenger."""
+    """dvc repro the concept, push to the DVC remote, commit dvc.lock, register as challenger."""
     from flows.train_concept import train_concept
 
     result = train_concept(concept, repo=str(repo), push_outputs=push, commit_lock=commit)
