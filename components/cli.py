@@ -233,7 +233,7 @@ def demo(
 
 @flow_app.command("train-concept")
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
-    """dvc repro the concept, commit dvc.lock, push to the DVC remote, register as challenger."""
+    """dvc repro the concept, push to the DVC remote, commit dvc.lock, register as challenger."""
     from flows.train_concept import train_concept
 
     if concept not in _guard(load_params, repo / "params.yaml").concepts:

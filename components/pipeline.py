@@ -86,9 +86,13 @@ def run_evaluate(
     )
 
 
-def lineage(layout: ConceptLayout) -> dict[str, str]:
-    """Hashes of the inputs that made the adapter, for the registry's lineage tags."""
+def lineage(layout: ConceptLayout, repo: Path) -> dict[str, str]:
+    """Hashes of the inputs that made the adapter, and the revision of ``repo`` (a folder in the
+    concept's git repository), for the registry's lineage tags."""
+    from components.register import git_commit
+
     out = {
+        "git_commit": git_commit(repo),
         "curated_manifest_sha256": sha256_file(layout.curated / "manifest.json"),
         "captions_sha256": sha256_file(layout.captions / "captions.json"),
     }
@@ -103,6 +107,9 @@ def run_register(cfg: ResolvedConfig, layout: ConceptLayout) -> RegisterResult:
     # Same rule as the flows: $MLFLOW_TRACKING_URI (a team server) wins over params.yaml.
     uri = resolve_tracking_uri(cfg.params.registry.tracking_uri, Path.cwd())
     registry = cfg.params.registry.model_copy(update={"tracking_uri": uri})
-    result = register(cfg.concept, layout.adapter, layout.evaluation, registry, lineage(layout))
+    # The concept file's repository names the revision, whichever folder the command runs from.
+    result = register(
+        cfg.concept, layout.adapter, layout.evaluation, registry, lineage(layout, cfg.concept_file.parent)
+    )
     result.write(layout.registration)
     return result

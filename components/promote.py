@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from components.config import PromotionParams
 from components.io import StageResult
+from components.register import evaluation_run_id
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 GATED = ("clip_i", "clip_t", "prior_drift", "clip_i_gain")
@@ -68,7 +69,13 @@ def decide(challenger: dict[str, float], reference: dict[str, float], rule: Prom
 
 
 def _run_metrics(client, version) -> dict[str, float]:
-    return client.get_run(version.run_id).data.metrics
+    """The metrics of the version's current evaluation (a re-evaluated adapter points at a newer run)."""
+    return client.get_run(evaluation_run_id(version)).data.metrics
+
+
+def _eval_settings(client, version) -> str | None:
+    tag = "conceptlab.eval_settings_sha256"
+    return version.tags.get(tag) or client.get_run(evaluation_run_id(version)).data.tags.get(tag)
 
 
 def promote(
@@ -143,12 +150,8 @@ def promote(
 
 
 def _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate):
-    settings_tag = "conceptlab.eval_settings_sha256"
     champion_metrics = _run_metrics(client, champion)
-    same = client.get_run(champion.run_id).data.tags.get(settings_tag) == client.get_run(
-        challenger.run_id
-    ).data.tags.get(settings_tag)
-    if same:
+    if _eval_settings(client, champion) == _eval_settings(client, challenger):
         return {k: champion_metrics[k] for k in GATED}, True
     if reevaluate is None:
         return {k: champion_metrics.get(k, float("nan")) for k in GATED}, False

@@ -6,7 +6,12 @@ name the model family is recognised by, so every family is served by its own pip
 (tests/model/test_families.py checks it). The base model is given to
 MLflow as a local folder (so nothing is looked up online); its portable identity (name, content
 hash, hub revision) is recorded as tags, since an absolute path means nothing on another machine.
-Registering the same adapter twice returns the existing version instead of creating another.
+Registering the same adapter twice returns the existing version instead of creating another. When
+that adapter has been evaluated again (an evaluate-only change), the new evaluation is logged as a
+run of its own, tagged with the version it evaluates, and the version's `conceptlab.eval_run_id` tag
+moves to it: a run stays the immutable record of one evaluation (its eval params, metrics and
+artifacts agree with each other), while MLflow fixes a version's `run_id` at creation, so the version
+points at its current evaluation through tags. The gate and the reports read metrics from there.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ class RegisterResult(StageResult):
     version: str
     alias: str
     model_uri: str
-    created: bool
+    created: bool  # a new model version (a new adapter)
+    eval_run_id: str  # the run with the version's current evaluation
+    eval_recorded: bool  # this call logged an evaluation (a new version, or a new evaluation of the adapter)
 
 
 def resolve_tracking_uri(configured: str, base_dir: Path) -> str:
@@ -45,12 +52,18 @@ def resolve_tracking_uri(configured: str, base_dir: Path) -> str:
     return uri
 
 
-def git_commit(cwd: Path | None = None) -> str:
+def git_commit(repo: Path) -> str:
+    """HEAD of the git repository that holds ``repo`` (not of the process's working directory)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git repository)"
+
+
+def evaluation_run_id(version) -> str:
+    """The run that holds a model version's current evaluation (see the module docstring)."""
+    return version.tags.get(f"{TAG}.eval_run_id") or version.run_id
 
 
 def eval_settings_sha256(evaluation: dict) -> str:
@@ -86,26 +99,53 @@ def register(
     params: RegisterParams,
     lineage: dict[str, str],
 ) -> RegisterResult:
+    """``lineage`` must carry ``git_commit``: the revision whose dvc.lock describes this adapter."""
     import mlflow
     import mlflow.diffusers
     from mlflow import MlflowClient
 
+    if "git_commit" not in lineage:
+        raise ValueError("register needs lineage['git_commit'] (components.register.git_commit(repo))")
     adapter_sha = sha256_file(adapter_dir / ADAPTER_FILE)
     evaluation = read_json(eval_dir / "metrics.json")
     if evaluation["adapter_sha256"] != adapter_sha:
         raise ValueError(
             f"{eval_dir / 'metrics.json'} evaluates another adapter than {adapter_dir}; run `evaluate` again"
         )
+    eval_sha = sha256_file(eval_dir / "metrics.json")
+    base = model_identity(concept.base_model)
     mlflow.set_tracking_uri(params.tracking_uri)
     client = MlflowClient()
     experiment = mlflow.set_experiment(params.experiment)
     run, version = _existing(client, experiment.experiment_id, concept.name, adapter_sha)
     created = run is None
     if created:
-        run_id = _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, lineage)
-        version = client.search_model_versions(f"run_id = '{run_id}'")[0]
+        eval_run_id = _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, eval_sha, base, lineage)
+        version = client.search_model_versions(f"run_id = '{eval_run_id}'")[0]
+        recorded = True
+    else:
+        version = client.get_model_version(concept.name, version.version)
+        recorded = version.tags.get(f"{TAG}.eval_metrics_sha256") != eval_sha
+        eval_run_id = (
+            _log_evaluation(mlflow, concept, eval_dir, evaluation, adapter_sha, eval_sha, version.version, lineage)
+            if recorded
+            else evaluation_run_id(version)
+        )
     client.set_registered_model_alias(concept.name, params.alias, version.version)
-    for key, value in (("adapter_sha256", adapter_sha), ("base_model", concept.base_model)):
+    version_tags = {
+        "adapter_sha256": adapter_sha,
+        "base_model": base["name"],
+        "base_model_sha256": base["sha256"],
+        "base_model_revision": base.get("revision", ""),
+    }
+    if recorded:  # the version follows its newest evaluation (and the commit that holds it)
+        version_tags.update(
+            eval_run_id=eval_run_id,
+            eval_metrics_sha256=eval_sha,
+            eval_settings_sha256=eval_settings_sha256(evaluation),
+            git_commit=lineage["git_commit"],
+        )
+    for key, value in version_tags.items():
         client.set_model_version_tag(concept.name, version.version, f"{TAG}.{key}", value)
     return RegisterResult(
         tracking_uri=params.tracking_uri,
@@ -116,29 +156,65 @@ def register(
         alias=params.alias,
         model_uri=f"models:/{concept.name}@{params.alias}",
         created=created,
+        eval_run_id=eval_run_id,
+        eval_recorded=recorded,
     )
 
 
-def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, lineage) -> str:
+def _evaluation_tags(evaluation: dict, eval_sha: str, lineage: dict[str, str]) -> dict[str, str]:
+    return {
+        # The gate compares numbers only between evaluations made with identical settings.
+        f"{TAG}.eval_settings_sha256": eval_settings_sha256(evaluation),
+        f"{TAG}.eval_metrics_sha256": eval_sha,
+        **{f"{TAG}.{k}": str(v) for k, v in lineage.items()},
+    }
+
+
+def _log_evaluation_data(mlflow, evaluation: dict, eval_dir: Path) -> None:
+    """The evaluation's settings, metrics (adapter and base) and files, into the active run."""
+    mlflow.log_params(
+        _flatten(
+            "eval",
+            {k: v for k, v in evaluation["settings"].items() if k not in ("generated_prompts", "base_model")},
+            {},
+        )
+    )
+    mlflow.log_metrics({k: float(v) for k, v in evaluation["metrics"].items()})
+    mlflow.log_metrics({f"base_{k}": float(v) for k, v in evaluation["base"].items()})
+    mlflow.log_artifacts(str(eval_dir), artifact_path="evaluation")
+
+
+def _log_evaluation(mlflow, concept, eval_dir, evaluation, adapter_sha, eval_sha, version, lineage) -> str:
+    """A new evaluation of an already registered adapter, as its own run linked to the version."""
+    tags = {
+        f"{TAG}.concept": concept.name,
+        f"{TAG}.kind": "evaluation",
+        f"{TAG}.adapter_sha256": adapter_sha,
+        f"{TAG}.evaluates": f"models:/{concept.name}/{version}",
+        **_evaluation_tags(evaluation, eval_sha, lineage),
+    }
+    with mlflow.start_run(run_name=f"{concept.name}-v{version}-eval-{eval_sha[:8]}", tags=tags) as run:
+        _log_evaluation_data(mlflow, evaluation, eval_dir)
+        return run.info.run_id
+
+
+def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, eval_sha, base, lineage) -> str:
     import diffusers
     import peft
     import torch
     import transformers
 
     train_config = read_json(adapter_dir / "train_config.json")
-    base = model_identity(concept.base_model)
     tags = {
         f"{TAG}.concept": concept.name,
+        f"{TAG}.kind": "training",
         f"{TAG}.adapter_sha256": adapter_sha,
         f"{TAG}.base_model": base["name"],
         f"{TAG}.base_model_sha256": base["sha256"],
         f"{TAG}.base_model_revision": base.get("revision", ""),
         f"{TAG}.family": train_config.get("family", ""),
-        f"{TAG}.git_commit": git_commit(),
         f"{TAG}.train_inputs_sha256": train_config["inputs_sha256"],
-        # The gate compares numbers only between evaluations made with identical settings.
-        f"{TAG}.eval_settings_sha256": eval_settings_sha256(evaluation),
-        **{f"{TAG}.{k}": str(v) for k, v in lineage.items()},
+        **_evaluation_tags(evaluation, eval_sha, lineage),
     }
     with mlflow.start_run(run_name=f"{concept.name}-{adapter_sha[:8]}", tags=tags) as run:
         params = _flatten("train", train_config["params"], {})
@@ -149,18 +225,9 @@ def _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, li
                 "resolution": str(train_config["resolution"]),
             }
         )
-        params.update(
-            _flatten(
-                "eval",
-                {k: v for k, v in evaluation["settings"].items() if k not in ("generated_prompts", "base_model")},
-                {},
-            )
-        )
         mlflow.log_params(params)
-        mlflow.log_metrics({k: float(v) for k, v in evaluation["metrics"].items()})
-        mlflow.log_metrics({f"base_{k}": float(v) for k, v in evaluation["base"].items()})
+        _log_evaluation_data(mlflow, evaluation, eval_dir)
         _log_loss_curve(run.info.run_id, adapter_dir / "loss.csv")
-        mlflow.log_artifacts(str(eval_dir), artifact_path="evaluation")
         for name in ("train_config.json", "loss.csv", "train.json", "kohya_lora.safetensors"):
             if (adapter_dir / name).exists():
                 mlflow.log_artifact(str(adapter_dir / name), artifact_path="training")

@@ -15,9 +15,11 @@ DEFAULT_REMOTE_DIR = Path.home() / ".cache" / "conceptlab" / "dvc-remote"
 
 def ensure_dvc_remote(repo: Path) -> str:
     """Uses the repository's default DVC remote; without one, adds a local one (in .dvc/config.local)."""
-    current = dvc_repo.dvc(repo, "remote", "default", check=False).strip()
-    if current and "No default remote" not in current:
-        return current.splitlines()[-1].strip()
+    try:
+        return dvc_repo.dvc(repo, "remote", "default").strip().splitlines()[-1].strip()
+    except dvc_repo.DvcError as exc:
+        if "No default remote" not in str(exc):
+            raise
     DEFAULT_REMOTE_DIR.mkdir(parents=True, exist_ok=True)
     dvc_repo.dvc(repo, "remote", "add", "--local", "--default", "--force", "local", str(DEFAULT_REMOTE_DIR))
     return "local"

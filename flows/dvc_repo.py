@@ -2,7 +2,8 @@
 
 DVC decides what is skipped (`dvc repro` compares dvc.lock with the workspace); this module only
 runs it, serialises commands with a file lock (two DVC commands on one repository collide on its
-lock), and reads dvc.lock for lineage.
+lock), commits dvc.lock, and reads dvc.lock for lineage. Every git and DVC command's exit status is
+checked: a failure raises with the command's output instead of leaving a wrong lineage behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ STAGES = ("curate", "caption", "prior", "train", "evaluate")
 
 class DvcError(RuntimeError):
     """A DVC command failed; the message carries its output."""
+
+
+class GitError(RuntimeError):
+    """A git command failed, or the repository is in a state a commit would misdescribe."""
+
+
+# Used for the flows' commits only on a machine with no git identity configured (a fresh worker or
+# container); a configured user.name/user.email, or GIT_AUTHOR_*/GIT_COMMITTER_*, always wins.
+BOT_NAME = "conceptlab-bot"
+BOT_EMAIL = "conceptlab-bot@users.noreply.conceptlab.invalid"
 
 
 @dataclass(frozen=True)
@@ -73,25 +84,74 @@ def changed_stages(repo: Path, concept: str) -> list[str]:
     return sorted(status)
 
 
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise GitError(f"`git {' '.join(args)}` failed in {repo} (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def identity_args(repo: Path) -> list[str]:
+    """`-c user.name=... -c user.email=...` for the bot, only where git has no identity of its own
+    (`git var` fails exactly where `git commit` would stop with "Author identity unknown")."""
+    known = all(
+        git(repo, "var", ident, check=False).returncode == 0 for ident in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT")
+    )
+    return [] if known else ["-c", f"user.name={BOT_NAME}", "-c", f"user.email={BOT_EMAIL}"]
+
+
+def _lock_dep_paths(repo: Path, concept: str) -> list[str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    stages = [lock["stages"].get(f"{stage}@{concept}", {}) for stage in STAGES]
+    return sorted({dep["path"] for stage in stages for dep in stage.get("deps", [])})
+
+
 def commit_lock(repo: Path, concept: str) -> str:
-    """Commits dvc.lock and the DVC pointer files after a run, so the adapter's data has a git revision
-    (`git checkout <rev> && dvc pull` restores it). Returns the HEAD commit; no-op outside git."""
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-
-    if git("rev-parse", "--is-inside-work-tree").returncode != 0:
+    """Commits dvc.lock with what it describes (DVC pointer files, the metrics, params.yaml, dvc.yaml,
+    the concept's folder), so `git checkout <rev> && dvc pull` restores the adapter; call it only
+    after `dvc push` succeeded. Returns the commit, whose dvc.lock is the workspace's; "not a git
+    repository" for a DVC repository without git. Raises GitError if a git-tracked input of the
+    concept's stages has uncommitted changes the commit would leave out (commit them first)."""
+    if git(repo, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
         return "not a git repository"
-    git(
-        "add",
+    paths = [
         "dvc.lock",
-        *(str(p.relative_to(repo)) for p in repo.glob("**/*.dvc")),
+        *(name for name in ("dvc.yaml", "params.yaml") if (repo / name).exists()),
+        f"concepts/{concept}",  # a folder pathspec: files git ignores (DVC-tracked photos) stay out
+        *(str(p.relative_to(repo)) for p in repo.glob("*.dvc")),
+        *(str(p.relative_to(repo)) for p in (repo / "concepts").glob("**/*.dvc")),
         *(str(p.relative_to(repo)) for p in (repo / "work").glob("**/.gitignore")),
         *(str(p.relative_to(repo)) for p in (repo / "work").glob("*/eval/metrics.json")),
+    ]
+    git(repo, "add", "-A", "--", *paths)
+    unstaged = set(git(repo, "diff", "--name-only").stdout.split())
+    left_out = sorted(
+        f for f in unstaged for dep in _lock_dep_paths(repo, concept) if f == dep or f.startswith(dep + "/")
     )
-    if git("diff", "--cached", "--quiet").returncode != 0:
-        git("commit", "-q", "-m", f"conceptlab: reproduce {concept}")
-    return git("rev-parse", "HEAD").stdout.strip()
+    if left_out:
+        raise GitError(
+            f"{repo}: {', '.join(left_out)} changed but are not committed, and dvc.lock depends on them; "
+            "commit them first, or the commit's dvc.lock would describe other code than the commit holds"
+        )
+    if git(repo, "diff", "--cached", "--quiet", check=False).returncode != 0:
+        git(repo, *identity_args(repo), "commit", "-q", "-m", f"conceptlab: reproduce {concept}")
+    if git(repo, "diff", "--quiet", "HEAD", "--", "dvc.lock", check=False).returncode != 0:
+        raise GitError(f"{repo}: dvc.lock differs from HEAD's after the commit")
+    return git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+def push_commit(repo: Path, commit: str) -> bool:
+    """Pushes the lineage commit to the branch it was made on at `origin`, so that the revision a
+    model version names exists beyond this clone (a worker's clone is thrown away). A rejected push
+    (the branch moved meanwhile) raises: the next run reproduces on top of the new branch. Without
+    an `origin` remote (a checkout of its own) there is nowhere to push: returns False."""
+    if "origin" not in git(repo, "remote").stdout.split():
+        return False
+    branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    if branch == "HEAD":
+        raise GitError(f"{repo}: detached HEAD; check out a branch to push the lineage commit to")
+    git(repo, "push", "-q", "origin", f"{commit}:refs/heads/{branch}")
+    return True
 
 
 def push(repo: Path, remote: str | None = None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from components.register import evaluation_run_id
+
 
 def champion_metrics(tracking_uri: str, model_name: str) -> tuple[str | None, dict[str, float]]:
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -12,7 +14,7 @@ def champion_metrics(tracking_uri: str, model_name: str) -> tuple[str | None, di
         version = client.get_model_version_by_alias(model_name, "champion")
     except MlflowException:
         return None, {}
-    return str(version.version), client.get_run(version.run_id).data.metrics
+    return str(version.version), client.get_run(evaluation_run_id(version)).data.metrics
 
 
 def metrics_rows(ctx, evaluation) -> list[dict]:
@@ -42,6 +44,6 @@ DVC ran: {", ".join(report.ran) or "nothing (all stages unchanged)"}; skipped: {
 |---|---|---|
 {rows}
 
-- Registry: `{registration.model_uri}` (run `{registration.run_id}`) at `{registration.tracking_uri}`
+- Registry: `{registration.model_uri}` (run `{registration.run_id}`, evaluation run `{registration.eval_run_id}`) at `{registration.tracking_uri}`
 - Report: `{ctx.layout.evaluation / "report.md"}`, grid `{ctx.layout.evaluation / "grid.png"}`
 """

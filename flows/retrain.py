@@ -26,7 +26,9 @@ def needs_training(repo: str, concept: str) -> tuple[bool, str]:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(repo: str = ".", remote: str | None = None, push_outputs: bool = True) -> dict[str, dict]:
+def retrain(
+    repo: str = ".", remote: str | None = None, push_outputs: bool = True, git_push: bool = False
+) -> dict[str, dict]:
     logger = get_run_logger()
     results = {}
     for concept in listed_concepts(repo):
@@ -35,7 +37,7 @@ def retrain(repo: str = ".", remote: str | None = None, push_outputs: bool = Tru
         if not due:
             results[concept] = {"retrained": False, "why": why}
             continue
-        trained = train_concept(concept, repo=repo, remote=remote, push_outputs=push_outputs)
+        trained = train_concept(concept, repo=repo, remote=remote, push_outputs=push_outputs, git_push=git_push)
         verdict = promote(concept, repo=repo)
         results[concept] = {"retrained": True, "why": why, "ran": trained["ran"], "promoted": verdict["promoted"]}
     return results

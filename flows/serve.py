@@ -1,28 +1,50 @@
-"""One machine, no work pools: serve the scheduled retrain flow from this checkout.
+"""One machine, no work pools: serve prefect.yaml's deployments from this checkout.
 
-    uv run python -m flows.serve            # cron from $CONCEPTLAB_RETRAIN_CRON, default 03:00 UTC daily
+    uv run python -m flows.serve            # cron from $CONCEPTLAB_RETRAIN_CRON, default prefect.yaml's
 
-A team uses prefect.yaml (work pools, workers) instead; see infra/README.md.
+The deployments (names, flows, parameters, schedules, concurrency) are read from prefect.yaml, so they
+are declared once; a team uses prefect.yaml itself (work pools, workers), see infra/README.md.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
 
-from flows.promote import promote
-from flows.retrain import retrain
-from flows.train_concept import train_concept
+import yaml
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def deployments(prefect_yaml: Path = PREFECT_YAML) -> list[RunnerDeployment]:
+    """prefect.yaml's deployments as runner deployments; $CONCEPTLAB_RETRAIN_CRON replaces their cron."""
+    cron_override = os.environ.get("CONCEPTLAB_RETRAIN_CRON")
+    built = []
+    for spec in yaml.safe_load(prefect_yaml.read_text())["deployments"]:
+        path, name = spec["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        schedules = [
+            Cron(cron_override or s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules", [])
+        ]
+        built.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                parameters=spec.get("parameters", {}),
+                schedules=schedules,
+                concurrency_limit=spec.get("concurrency_limit"),
+            )
+        )
+    return built
 
 
 def main() -> None:
     from prefect import serve
 
-    cron = os.environ.get("CONCEPTLAB_RETRAIN_CRON", "0 3 * * *")
-    serve(
-        retrain.to_deployment(name="retrain-nightly", cron=cron, parameters={"repo": "."}, concurrency_limit=1),
-        train_concept.to_deployment(name="train-concept", parameters={"repo": "."}, concurrency_limit=1),
-        promote.to_deployment(name="promote", parameters={"repo": "."}),
-    )
+    serve(*deployments())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""train_concept: DVC runs the concept's stages (and skips what is unchanged), then the outputs are
-pushed to the DVC remote, the adapter is registered in MLflow with lineage, and Prefect artifacts
-report the metrics. A failed stage raises before anything is registered."""
+"""train_concept: DVC runs the concept's stages (and skips what is unchanged), the outputs are pushed
+to the DVC remote, dvc.lock is committed (only once its data is on the remote, so no commit names
+data the remote lacks), the adapter is registered in MLflow with that commit as lineage, and Prefect
+artifacts report the metrics. A failed stage, push or commit raises before anything is registered."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ def push(ctx: ConceptContext, remote: str | None) -> None:
     dvc_repo.push(ctx.repo, remote)
 
 
+@task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
+def push_commit(ctx: ConceptContext, revision: str) -> None:
+    if not dvc_repo.push_commit(ctx.repo, revision):
+        get_run_logger().warning("%s has no git remote `origin`: commit %s stays local", ctx.repo, revision)
+
+
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def register(ctx: ConceptContext, git_commit: str):
-    extra = {**lineage(ctx.layout), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name), "git_commit": git_commit}
+    # git_commit: the commit made after the push (its dvc.lock holds this adapter's md5), not HEAD.
+    extra = {**lineage(ctx.layout, ctx.repo), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
+    extra["git_commit"] = git_commit
     extra["prefect_flow_run_id"] = str(flow_run.get_id() or "")
     from components.register import register as register_stage
 
@@ -67,14 +76,22 @@ def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> 
 
 @flow(name="train-concept", log_prints=True)
 def train_concept(
-    concept: str, repo: str = ".", remote: str | None = None, push_outputs: bool = True, commit_lock: bool = True
+    concept: str,
+    repo: str = ".",
+    remote: str | None = None,
+    push_outputs: bool = True,
+    commit_lock: bool = True,
+    git_push: bool = False,
 ):
-    """Reproduce, commit dvc.lock, push to the DVC remote, register (alias challenger), report."""
+    """Reproduce, push to the DVC remote, commit dvc.lock (and push the commit to git `origin` with
+    ``git_push``, as deployments do), register (alias challenger), report."""
     ctx = concept_context(repo, concept)
     report = reproduce(ctx)
-    revision = commit(ctx) if commit_lock else "uncommitted"
     if push_outputs:
         push(ctx, remote)
+    revision = commit(ctx) if commit_lock else "uncommitted"
+    if commit_lock and git_push:
+        push_commit(ctx, revision)
     registration = register(ctx, revision)
     publish(ctx, registration, report)
     return {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}

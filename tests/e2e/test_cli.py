@@ -128,7 +128,7 @@ def test_missing_hub_model_names_the_model(concept_dir, params_file, tmp_path):
 def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
     """The README's demo as a subprocess on a git + DVC copy of the project, twice, on a concept folder
     that params.yaml `concepts` does not list yet (`demo --concept <folder>` lists it)."""
-    from tests.conftest import FAST_FLOW_PARAMS, make_project_repo
+    from tests.conftest import FAST_FLOW_PARAMS, make_project_repo, run
 
     repo = make_project_repo(tmp_path / "repo", {**FAST_FLOW_PARAMS, "concepts": []}, track_photos_with_dvc=False)
     env = {
@@ -157,6 +157,7 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc.stderr
 
+    history = run(["git", "log", "--format=%H"], repo)
     first = demo()
     assert "note: added toy-robot to params.yaml `concepts`" in first
     assert "DVC ran: curate@toy-robot, caption@toy-robot, prior@toy-robot, train@toy-robot, evaluate@toy-robot" in first
@@ -165,6 +166,7 @@ def test_demo_runs_the_flows_then_skips_everything_on_a_second_run(tmp_path):
     second = demo()
     assert "DVC ran: nothing; skipped: curate@toy-robot" in second and "already @champion" in second
     assert "note: added" not in second, "listed once"
+    assert run(["git", "log", "--format=%H"], repo) == history, "the demo leaves the git history alone"
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
     assert str(client.get_model_version_by_alias("toy-robot", "champion").version) == "1"

@@ -1,0 +1,94 @@
+"""infra/ cannot run here (no container runtime, no cluster), so its files are checked for what can be
+read: they parse, agree on names, and hand every flow run the settings prefect.yaml and the flows read."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+
+
+def k8s_objects(path: Path) -> dict[tuple[str, str], dict]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(path.read_text()) if o}
+
+
+def prefect_env_placeholders() -> set[str]:
+    """Environment variables prefect.yaml's steps read at run time (`{{ $NAME }}`)."""
+    return set(re.findall(r"\{\{\s*\$(\w+)\s*\}\}", (ROOT / "prefect.yaml").read_text()))
+
+
+def test_every_flow_run_gets_the_settings_prefect_yaml_and_the_flows_read():
+    needed = prefect_env_placeholders()
+    assert "CONCEPTLAB_GIT_URL" in needed
+    compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
+    worker_env = compose["services"]["worker"]["environment"]
+    flows_read = {"PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"}
+    assert needed | flows_read <= set(worker_env), "the compose worker's flow runs"
+    env_example = dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().split())
+    assert set(re.findall(r"\$\{(\w+)\}", (INFRA / "docker-compose.yml").read_text())) <= set(env_example)
+
+    # Kubernetes Jobs: the worker injects PREFECT_API_URL; the rest comes from the ConfigMap and Secret.
+    pool = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())["job_configuration"]
+    container = pool["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    sources = {next(iter(ref)): ref[next(iter(ref))]["name"] for ref in container["envFrom"]}
+    config = k8s_objects(INFRA / "k8s" / "prerequisites.yaml")[("ConfigMap", sources["configMapRef"])]
+    assert (needed | {"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"}) <= set(config["data"])
+    readme = (INFRA / "README.md").read_text()
+    assert all(name in readme for name in needed), "each setting is documented"
+
+
+def test_kubernetes_names_agree():
+    prerequisites = k8s_objects(INFRA / "k8s" / "prerequisites.yaml")
+    worker = k8s_objects(INFRA / "k8s" / "worker.yaml")
+    pool = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())["job_configuration"]
+    job = pool["job_manifest"]
+    namespace = pool["namespace"]
+    assert ("Namespace", namespace) in prerequisites
+    assert job["metadata"]["namespace"] == namespace
+    assert {
+        o["metadata"]["namespace"] for o in [*worker.values(), *prerequisites.values()] if o["kind"] != "Namespace"
+    } == {namespace}
+    spec = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+    assert {("PersistentVolumeClaim", c) for c in claims} <= set(prerequisites)
+    secret = next(r["secretRef"]["name"] for r in spec["containers"][0]["envFrom"] if "secretRef" in r)
+    assert not any(kind == "Secret" for kind, _ in [*prerequisites, *worker]), "secrets stay out of tracked files"
+    assert f"create secret generic {secret}" in (INFRA / "k8s" / "prerequisites.yaml").read_text()
+    assert secret in (INFRA / "README.md").read_text()
+
+    container = worker[("Deployment", "prefect-worker-gpu")]["spec"]["template"]["spec"]["containers"][0]
+    api_url = next(e["value"] for e in container["env"] if e["name"] == "PREFECT_API_URL")
+    host = re.match(r"https?://([^:/]+)", api_url).group(1)
+    service, service_namespace = host.split(".")[:2]
+    assert ("Service", service) in prerequisites and service_namespace == namespace
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert container["command"][container["command"].index("--pool") + 1] in pools
+
+
+def test_work_pool_setup_commands_can_run_again():
+    readme = (INFRA / "README.md").read_text()
+    creates = [line for line in readme.splitlines() if "prefect work-pool create" in line and "uv run" in line]
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert {line.split("work-pool create ")[1].split()[0] for line in creates} == pools
+    assert all("--overwrite" in line for line in creates), "the compose worker creates conceptlab-cpu first"
+
+
+def test_image_holds_the_environment_not_the_code():
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY")]
+    assert sorted(name for names in copied for name in names) == ["pyproject.toml", "uv.lock"]
+    assert "uv sync --frozen --no-dev --no-install-project" in dockerfile
+    env = re.search(r"UV_PROJECT_ENVIRONMENT=(\S+)", dockerfile).group(1)
+    assert env == "/opt/conceptlab/.venv" and f"PATH={env}/bin:" in dockerfile, (
+        "pull-step syncs land in the image's env"
+    )
+    pull = yaml.safe_load((ROOT / "prefect.yaml").read_text())["pull"]
+    script = next(
+        s["prefect.deployments.steps.run_shell_script"]["script"]
+        for s in pull
+        if "prefect.deployments.steps.run_shell_script" in s
+    )
+    assert script.splitlines()[0] == "uv sync --frozen --no-dev", "the same groups as the image: nothing to download"
