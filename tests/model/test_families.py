@@ -8,11 +8,9 @@ adds its tiny model name to FAMILIES below (and a kohya case where the format ex
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -25,7 +23,8 @@ from components.errors import UnsupportedModel
 from components.families import TrainImage, family_for, family_of
 from components.io import ADAPTER_FILE, KOHYA_FILE
 from components.lora import add_lora, save_adapter
-from components.pipeline import run_caption, run_curate, run_evaluate, run_prior, run_register, run_train
+from components.pipeline import run_caption, run_curate, run_train
+from tests.model.family_checks import trained_adapter_loads_evaluates_registers_and_predicts
 
 # tiny model -> (family name, pipeline class)
 FAMILIES = {"tiny-sdxl": ("sdxl", "StableDiffusionXLPipeline")}
@@ -120,25 +119,7 @@ def test_reloaded_adapter_reproduces_the_in_memory_one_text_encoders_included(mo
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_trained_adapter_loads_evaluates_registers_and_predicts(model, cfg, layout):
-    cfg = on_model(cfg, model)
-    for stage in (run_curate, run_caption, run_prior, run_train):
-        stage(cfg, layout)
-    family = family_for(resolve_model(model))
-    assert json.loads((layout.adapter / "train_config.json").read_text())["family"] == family.name
-
-    pipe = load_pipeline(model)
-    base = render(pipe)
-    pipe.load_lora_weights(layout.adapter)  # (a) the family pipeline's own loader
-    assert np.abs(render(pipe) - base).max() > 1e-4, "(b) the trained adapter changes the output"
-
-    evaluation = run_evaluate(cfg, layout)  # (d)
-    assert evaluation.metrics["prior_drift"] > 0
-    registered = run_register(cfg, layout)
-    mlflow.set_tracking_uri(cfg.params.registry.tracking_uri)
-    served = mlflow.pyfunc.load_model(registered.model_uri)
-    out = served.predict({"prompt": [PROMPT]}, params={"num_inference_steps": 2})
-    assert Image.open(io.BytesIO(out[0])).size == (64, 64)
-    assert type(served.get_raw_model()).__name__ == family.pipeline, "the pyfunc serves the family's pipeline"
+    trained_adapter_loads_evaluates_registers_and_predicts(on_model(cfg, model), layout, render, PROMPT)
 
 
 KOHYA_KEY = re.compile(
