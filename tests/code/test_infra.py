@@ -80,7 +80,8 @@ def test_image_holds_the_environment_not_the_code():
     dockerfile = (INFRA / "Dockerfile").read_text()
     copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY")]
     assert sorted(name for names in copied for name in names) == ["pyproject.toml", "uv.lock"]
-    assert "uv sync --frozen --no-dev --no-install-project" in dockerfile
+    assert "uv sync --frozen --no-dev ${EXTRAS} --no-install-project" in dockerfile
+    assert '--build-arg EXTRAS="--extra gpu"' in dockerfile, "GPU images carry the locked gpu extra"
     env = re.search(r"UV_PROJECT_ENVIRONMENT=(\S+)", dockerfile).group(1)
     assert env == "/opt/conceptlab/.venv" and f"PATH={env}/bin:" in dockerfile, (
         "pull-step syncs land in the image's env"
@@ -91,4 +92,6 @@ def test_image_holds_the_environment_not_the_code():
         for s in pull
         if "prefect.deployments.steps.run_shell_script" in s
     )
-    assert script.splitlines()[0] == "uv sync --frozen --no-dev", "the same groups as the image: nothing to download"
+    assert script.splitlines()[0] == "uv sync --frozen --no-dev --inexact", (
+        "the same groups as the image, nothing to download; --inexact keeps the image's extras"
+    )
