@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,23 @@ def publish(staging: Path, final: Path) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
+
+
+def canonical_safetensors(path: Path) -> Path:
+    """Rewrites a safetensors header with its ``__metadata__`` keys sorted, in place. safetensors (0.8)
+    writes that map in hash order, random per save, so the same tensors and metadata gave other bytes
+    (and another sha256, DVC md5 and registry version). Same length, so tensor offsets stay valid."""
+    with open(path, "r+b") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:
+            raise ValueError(f"{path}: canonical header is longer than the original ({len(text)} > {size})")
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))  # safetensors pads its header with spaces
+    return path
 
 
 def read_json(path: Path) -> Any:

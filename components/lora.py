@@ -15,7 +15,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from components.config import TrainParams
 from components.families import Family, Parts
-from components.io import ADAPTER_FILE, KOHYA_FILE
+from components.io import ADAPTER_FILE, KOHYA_FILE, canonical_safetensors
 
 
 def add_lora(family: Family, parts: Parts, params: TrainParams) -> list[torch.nn.Parameter]:
@@ -83,6 +83,7 @@ def save_adapter(out_dir: Path, family: Family, parts: Parts) -> Path:
     family.pipeline_class().save_lora_weights(
         save_directory=out_dir, weight_name=ADAPTER_FILE, safe_serialization=True, **kwargs
     )
+    canonical_safetensors(out_dir / ADAPTER_FILE)
     kohya = family.kohya_state(state, {name: m.peft_config["default"].lora_alpha for name, m in modules.items()})
     if kohya is not None:
         save_file({k: v.contiguous() for k, v in kohya.items()}, str(out_dir / KOHYA_FILE), metadata={"format": "pt"})

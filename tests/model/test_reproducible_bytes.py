@@ -42,3 +42,21 @@ def test_a_resumed_run_writes_the_same_bytes_as_an_uninterrupted_one(cfg, layout
     assert resumed.resumed_from_step == 4
     assert resumed.adapter_sha256 == uninterrupted.adapter_sha256 == sha256_file(layout.adapter / ADAPTER_FILE)
     assert {n: (layout.adapter / n).read_bytes() for n in first} == first
+
+
+def test_safetensors_headers_are_written_in_one_order(tmp_path):
+    """safetensors writes its __metadata__ map in hash order: two saves of one dict could differ."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from components.io import canonical_safetensors
+
+    tensors = {"b": torch.ones(3), "a": torch.arange(4.0)}
+    metadata = {"format": "pt", "lora_adapter_metadata": '{\n  "r": 4\n}', "z": "ü"}
+    saved = set()
+    for i in range(20):
+        save_file(tensors, str(tmp_path / f"{i}.safetensors"), metadata=metadata)
+        saved.add(canonical_safetensors(tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(saved) == 1
+    reread = load_file(str(tmp_path / "0.safetensors"))
+    assert all(torch.equal(reread[k], v) for k, v in tensors.items())
