@@ -113,7 +113,8 @@ def _tiny_unet():
     )
 
 
-def _tiny_vae():
+def tiny_vae(latent_channels: int = 4, **extra):
+    """Four blocks, the 8x downsampling of the real VAEs; ``extra``: the 16-channel families' settings."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -123,9 +124,10 @@ def _tiny_vae():
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 32),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=8,
         sample_size=TINY_RESOLUTION,
+        **extra,
     )
 
 
@@ -164,7 +166,7 @@ def save_sd_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer, predicti
 
 def _save_sd(out_dir: Path, text_encoder, tokenizer, prediction_type: str) -> Path:
     """A tiny random U-Net and VAE around the given text encoder."""
-    return save_sd_pipeline(out_dir, _tiny_unet(), _tiny_vae(), text_encoder, tokenizer, prediction_type)
+    return save_sd_pipeline(out_dir, _tiny_unet(), tiny_vae(), text_encoder, tokenizer, prediction_type)
 
 
 def build_tiny_sd(out_dir: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
@@ -262,7 +264,7 @@ def build_tiny_sdxl(out_dir: Path, seed: int = 0) -> Path:
         norm_num_groups=32,
     )
     pipe = StableDiffusionXLPipeline(
-        vae=_tiny_vae(),
+        vae=tiny_vae(),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,

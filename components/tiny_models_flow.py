@@ -112,23 +112,10 @@ def _t5_encoder(vocab_size: int, d_model: int):
 
 
 def _vae_16ch(factors: dict[str, float]):
-    from diffusers import AutoencoderKL
+    from components.tiny_models import tiny_vae
 
-    # Four blocks: the 8x downsampling of the real VAEs; no quant convs, as Flux's and SD3's VAEs ship.
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 32),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=64,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        **factors,
-    )
+    # No quant convs, as Flux's and SD3's VAEs ship.
+    return tiny_vae(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False, **factors)
 
 
 def build_tiny_flux(out_dir: Path, seed: int = 0, guidance_embeds: bool = True) -> Path:
