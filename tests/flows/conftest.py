@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 
+from components.environment import apply_embedded_defaults
 from tests.conftest import _free_port
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+apply_embedded_defaults()  # as every entry point does, before Prefect loads
 
 
 @pytest.fixture(scope="session")
