@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# The test suite (tiny real models, real MLflow store, real S3 endpoint on loopback).
+# The test suite (tiny real models, real MLflow store and servers, real S3 endpoint on loopback,
+# real Prefect, PostgreSQL on 127.0.0.1:5432, the web app in a real headless Chromium).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+# The browser tests drive Debian's Chromium (Playwright's own browser download needs the internet).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium for the browser tests (apt-get)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
 exec uv run --frozen pytest "$@"
