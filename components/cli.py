@@ -120,14 +120,53 @@ def train(
         bool, typer.Option(help="continue from the latest checkpoint if it matches these inputs, else start over")
     ] = False,
 ):
-    """DreamBooth + LoRA training; checkpoints every N steps, --resume continues exactly."""
+    """DreamBooth + LoRA training; checkpoints every N steps, --resume continues exactly.
+    With train.num_processes > 1 it launches that many processes (data parallel)."""
     mode = "yes" if resume else ("auto" if auto_resume else "no")
     cfg, layout = _guard(_setup, concept, params, work_dir)
+    if _launches(cfg):
+        _launch_train(cfg, layout, mode, params)  # its main process prints the summary
+        return
     result = _guard(pipeline.run_train, cfg, layout, resume=mode)
-    console.print(
-        f"train: {result.steps} steps, final loss {result.final_loss:.4f}, adapter {result.adapter_bytes} bytes "
-        f"-> {layout.adapter / result.adapter_file}"
-    )
+    if os.environ.get("RANK", "0") == "0":
+        console.print(
+            f"train: {result.steps} steps, final loss {result.final_loss:.4f}, adapter {result.adapter_bytes} bytes "
+            f"-> {layout.adapter / result.adapter_file}"
+        )
+
+
+def _train_here_or_launched(cfg: ResolvedConfig, layout: ConceptLayout, mode: str, params: Path):
+    if _launches(cfg):
+        return _launch_train(cfg, layout, mode, params)
+    return pipeline.run_train(cfg, layout, resume=mode)
+
+
+def _launches(cfg: ResolvedConfig) -> bool:
+    """Whether this command launches train.num_processes processes rather than training itself."""
+    from components.train_launch import inside_launch
+
+    return cfg.params.train.num_processes > 1 and not inside_launch()
+
+
+def _launch_train(cfg: ResolvedConfig, layout: ConceptLayout, mode: str, params: Path):
+    """Runs train.num_processes processes of `conceptlab train`; what their main process wrote."""
+    from components.train import TrainResult
+    from components.train_launch import launch
+
+    n = cfg.params.train.num_processes
+    args = ["train", str(cfg.concept_file), "--params", str(params), "--work-dir", str(layout.work_dir)]
+    args += {"yes": ["--resume"], "auto": ["--auto-resume"], "no": []}[mode]
+    code = _guard(launch, n, args)
+    if code != 0:
+        console.print(
+            f"[bold red]error:[/] training in {n} processes failed (launcher exit code {code}): a process "
+            f"raised or was stopped, see its error above; the others were stopped. No adapter was written "
+            f"to {escape(str(layout.adapter))}; checkpoints so far are in {escape(str(layout.checkpoints))} "
+            "(run again with --resume to continue from the latest).",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code)
+    return TrainResult.read(layout.adapter / "train.json")
 
 
 @app.command()
@@ -165,7 +204,7 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
         ("curate", lambda: pipeline.run_curate(cfg, layout)),
         ("caption", lambda: pipeline.run_caption(cfg, layout)),
         ("prior", lambda: pipeline.run_prior(cfg, layout) if cfg.params.train.with_prior_preservation else None),
-        ("train", lambda: pipeline.run_train(cfg, layout, resume="yes" if resume else "no")),
+        ("train", lambda: _train_here_or_launched(cfg, layout, "yes" if resume else "no", params)),
         ("evaluate", lambda: pipeline.run_evaluate(cfg, layout)),
         ("register", lambda: pipeline.run_register(cfg, layout)),
     ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEDULERS = ("ddim", "ddpm", "pndm", "euler", "euler_a", "dpmpp_2m", "lms")
 
@@ -91,12 +91,32 @@ class TrainParams(_Strict):
     checkpoint_every: int = Field(100, ge=1)
     checkpoints_total_limit: int = Field(2, ge=1)
     flip_augment: bool = Field(True, description="random horizontal flip (on cached latents)")
+    num_processes: int = Field(
+        1,
+        ge=1,
+        description="data-parallel training processes (DDP): one per GPU (NCCL), or CPU processes (gloo); "
+        "each takes batch_size / num_processes rows of every batch",
+    )
+    ddp_timeout_s: int = Field(
+        600, ge=1, description="with num_processes > 1: a rank that waits this long for the others fails the run"
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no_is_not_false(cls, v):
         # `dvc exp run -S` rewrites params.yaml without quotes, and YAML 1.1 reads a bare `no` as false.
         return "no" if v is False else v
+
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self):
+        # Equal shards: the mean of the ranks' mean losses (what DDP's gradient average optimises) is then
+        # the mean over the whole batch, as in one process.
+        if self.batch_size % self.num_processes:
+            raise ValueError(
+                f"batch_size {self.batch_size} (the global batch) must be a multiple of num_processes "
+                f"{self.num_processes}: each process takes an equal share of every batch"
+            )
+        return self
 
 
 class EvalParams(GenerationParams):

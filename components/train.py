@@ -6,6 +6,11 @@ families (which text encoders, what conditioning, the noisy input and the target
 call, where LoRA goes, which pipeline saves it) is asked of the family (components/families); this
 loop names none. Every random draw of step k comes from generators seeded by (seed, k), so a run
 resumed from a checkpoint gives the same adapter as an uninterrupted one.
+
+Data parallel (train.num_processes > 1, DDP through accelerate; `conceptlab train` launches the
+processes): every process draws the whole batch of each step from the same seeded generator and
+computes its own equal share of the rows, so the batch is the same set of examples whatever the
+process count; DDP averages the gradients; only the main process writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -95,6 +101,18 @@ class Models:
     dtype: torch.dtype
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every batch: the index-th of count equal runs of rows (its DDP rank)."""
+
+    index: int
+    count: int
+
+    def rows(self, batch_size: int) -> torch.Tensor:
+        size = batch_size // self.count  # the config makes batch_size a multiple of count
+        return torch.arange(self.index * size, (self.index + 1) * size)
+
+
 Resume = Literal["no", "yes", "auto"]
 """no: start over; yes: continue from the latest checkpoint, refuse one made with other inputs;
 auto: continue when the latest checkpoint matches this run's inputs, else start over (for DVC)."""
@@ -171,8 +189,12 @@ def _encode_images(family: Family, vae, images: list[TrainImage], resolution: in
     )
 
 
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return seed * 1_000_003 + step + rank * 2**40
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.Generator().manual_seed(_step_seed(seed, step))
 
 
 def _precision(params: TrainParams, device: torch.device) -> torch.dtype:
@@ -187,7 +209,7 @@ def _precision(params: TrainParams, device: torch.device) -> torch.dtype:
 def train(
     data: TrainData, params: TrainParams, out_dir: Path, checkpoints_dir: Path, resume: Resume = "no"
 ) -> TrainResult:
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
     from accelerate.state import AcceleratorState
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
@@ -196,7 +218,9 @@ def train(
     use_prior = params.with_prior_preservation
     if use_prior and not data.class_images:
         raise ValueError("train.with_prior_preservation is on but there are no class images; run `prior` first")
-    inputs_sha = sha256_json({"data": data.fingerprint(), "params": params.model_dump(mode="json")})
+    # The process count and timeout are how the run is spread, not what it learns: a checkpoint made with 4
+    # processes resumes with 2 (the same global batch and draws; float summation order aside).
+    inputs_sha = sha256_json({"data": data.fingerprint(), "params": params.model_dump(mode="json", exclude=_HOW)})
     folder = resolve_model(data.base_model)
     family = family_for(folder)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -205,9 +229,22 @@ def train(
     # experiments) may ask for another, so the per-run part of its state starts afresh.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
-        mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.gradient_accumulation_steps
+        cpu=device.type == "cpu",  # processes without GPUs join over gloo (GPUs: NCCL, one GPU per process)
+        mixed_precision=params.mixed_precision,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        # batch_size is the global batch, split across the processes: the LR schedule steps once per step.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # A rank that waits this long in a collective (a peer hung or died) fails instead of hanging.
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=params.ddp_timeout_s))],
     )
+    if accelerator.num_processes != params.num_processes:
+        raise ConfigError(
+            f"train.num_processes is {params.num_processes} but this run has {accelerator.num_processes} "
+            f"process(es): run `conceptlab train`, which launches train.num_processes of them"
+        )
     device = accelerator.device
+    shard = Shard(accelerator.process_index, accelerator.num_processes)
+    is_main = accelerator.is_main_process
 
     # 1. The frozen base model, loaded by the same code path as any hub checkpoint.
     parts = family.parts(family.load_pipeline(folder))
@@ -253,9 +290,10 @@ def train(
     parts.denoiser, optimizer, lr_scheduler = accelerator.prepare(parts.denoiser, optimizer, lr_scheduler)
     config_hash = inputs_sha
 
-    # 4. Resume from the latest checkpoint when asked.
+    # 4. Resume from the latest checkpoint when asked; every process loads the one the main process found.
     start_step, losses, resumed_from = 0, [], None
     ckpt = latest_checkpoint(checkpoints_dir) if resume != "no" else None
+    ckpt = _main_process_value(accelerator, ckpt)
     if ckpt is not None:
         try:
             start_step, losses = load_checkpoint(ckpt, adapters, optimizer, lr_scheduler, config_hash)
@@ -264,7 +302,8 @@ def train(
             if resume == "yes":
                 raise
             ckpt = None  # auto: the inputs changed since that checkpoint, so it is not this run's
-    if ckpt is None:
+    accelerator.wait_for_everyone()  # no process still reads a checkpoint that is deleted next
+    if ckpt is None and is_main:
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
     # 5. The loop.
@@ -273,28 +312,34 @@ def train(
         module.train()
     loop_started = time.time()
     step_times = []
-    bar = tqdm(range(start_step, params.max_steps), desc="train", unit="step", leave=False)
+    outside_ddp = [p for name, m in adapters.items() if name != parts.denoiser_name for p in m.parameters()]
+    outside_ddp = [p for p in outside_ddp if p.requires_grad]  # text-encoder LoRA: averaged by hand below
+    bar = tqdm(
+        range(start_step, params.max_steps), desc="train", unit="step", leave=False, **({} if is_main else _QUIET)
+    )
     for step in bar:
         step_started = time.perf_counter()
-        torch.manual_seed(params.seed * 1_000_003 + step)  # LoRA dropout draws from the global RNG
+        torch.manual_seed(_step_seed(params.seed, step, shard.index))  # LoRA dropout: the global RNG, per rank
         g = _step_generator(params.seed, step)
         step_losses = []
         for _ in range(params.gradient_accumulation_steps):
             with accelerator.accumulate(parts.denoiser):
-                loss, inst_loss, prior_loss = _loss(g, params, models, cache)
-                if not torch.isfinite(loss):
+                loss, parts_of_loss = _loss(g, params, models, cache, shard)
+                parts_of_loss = accelerator.reduce(parts_of_loss, "mean")  # the whole batch's; same on every rank
+                if not torch.isfinite(parts_of_loss[0]):
                     raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step}; lower train.learning_rate "
+                        f"loss became {parts_of_loss[0].item()} at step {step}; lower train.learning_rate "
                         f"(now {params.learning_rate}) or use mixed_precision 'bf16'/'no'. "
                         f"Checkpoints so far are in {checkpoints_dir}."
                     )
-                accelerator.backward(loss)
+                accelerator.backward(loss)  # DDP averages the denoiser's gradients over the processes
                 if accelerator.sync_gradients:
+                    _average_gradients(accelerator, outside_ddp)
                     accelerator.clip_grad_norm_(trainable, params.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            step_losses.append((loss.item(), inst_loss, prior_loss))
+            step_losses.append(parts_of_loss.tolist())
         mean = np.mean(step_losses, axis=0).tolist()
         losses.append(
             {
@@ -308,7 +353,7 @@ def train(
         bar.set_postfix(loss=f"{mean[0]:.4f}")
         step_times.append(time.perf_counter() - step_started)
         done = step + 1
-        if done % params.checkpoint_every == 0 and done < params.max_steps:
+        if done % params.checkpoint_every == 0 and done < params.max_steps and is_main:
             save_checkpoint(
                 checkpoints_dir,
                 done,
@@ -322,8 +367,13 @@ def train(
 
     loop_seconds = time.time() - loop_started
 
-    # 6. Outputs, written under a temporary name: a partial adapter never appears in out_dir.
+    # 6. Outputs, by the main process once every process has finished every step (a run with a failed
+    # process writes none), under a temporary name: a partial adapter never appears in out_dir.
+    accelerator.wait_for_everyone()
     parts.denoiser = accelerator.unwrap_model(parts.denoiser)
+    if not is_main:
+        accelerator.wait_for_everyone()
+        return TrainResult.read(out_dir / "train.json")
     staging = new_staging_dir(out_dir)
     adapter = save_adapter(staging, family, parts)
     _write_loss_curve(staging / "loss.csv", losses)
@@ -356,11 +406,16 @@ def train(
     )
     result.write(staging / "train.json")
     publish(staging, out_dir)
+    accelerator.wait_for_everyone()
     return result
 
 
-def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
-    """One micro-batch: instance images, plus as many class images when prior preservation is on."""
+def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache, shard: Shard):
+    """One micro-batch: instance images, plus as many class images when prior preservation is on.
+    Returns the loss of this process's rows and, detached, (loss, instance loss, prior loss).
+
+    Every draw is made for the whole batch, in one order, so the batch is the same whatever the process
+    count; this process then computes only its shard of the rows (instance rows and their class rows)."""
     b = params.batch_size
     idx = torch.randint(len(cache.instance.latents), (b,), generator=g)
     flip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
@@ -376,6 +431,11 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
         prompt_rows = torch.cat([prompt_rows, torch.full((b,), cache.class_prompt)])
     noise = torch.randn(latents.shape, generator=g)
     noised = m.family.noisy_input(m.parts.scheduler, latents, noise, g)
+    rows = shard.rows(b)
+    n = len(rows)  # instance rows here; as many class rows follow them
+    if cache.classes is not None:
+        rows = torch.cat([rows, rows + b])
+    prompt_rows, image_cond = prompt_rows[rows], {k: v[rows] for k, v in image_cond.items()}
     if cache.prompt_embeddings is not None:
         prompt = {k: v[prompt_rows].to(m.device, m.dtype) for k, v in cache.prompt_embeddings.items()}
     else:
@@ -384,15 +444,39 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache):
         )
     image = {k: v.to(m.device) for k, v in image_cond.items()}
     pred = m.family.predict(
-        m.parts, noised.noisy.to(m.device, m.dtype), noised.timesteps.to(m.device), prompt, image
+        m.parts, noised.noisy[rows].to(m.device, m.dtype), noised.timesteps[rows].to(m.device), prompt, image
     ).float()
-    target = noised.target.to(m.device)
+    target = noised.target[rows].to(m.device)
     if cache.classes is None:
         loss = F.mse_loss(pred, target)
-        return loss, loss.item(), 0.0
-    inst = F.mse_loss(pred[:b], target[:b])
-    prior = F.mse_loss(pred[b:], target[b:])
-    return inst + params.prior_loss_weight * prior, inst.item(), prior.item()
+        return loss, torch.stack([loss, loss, torch.zeros_like(loss)]).detach()
+    inst = F.mse_loss(pred[:n], target[:n])
+    prior = F.mse_loss(pred[n:], target[n:])
+    loss = inst + params.prior_loss_weight * prior
+    return loss, torch.stack([loss, inst, prior]).detach()
+
+
+_HOW = {"num_processes", "ddp_timeout_s"}  # train params that spread a run, not what it computes
+_QUIET = {"disable": True}  # one progress bar: the main process's
+
+
+def _main_process_value(accelerator, value):
+    """``value`` as the main process has it, on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def _average_gradients(accelerator, params: list[torch.nn.Parameter]) -> None:
+    """The mean gradient over the processes, for trainable weights outside the DDP-wrapped denoiser
+    (text-encoder LoRA); DDP does the same for the denoiser's during backward."""
+    if accelerator.num_processes == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(accelerator.reduce(p.grad, "mean"))
 
 
 def _optimizer(params: TrainParams, adapters: dict[str, torch.nn.Module], denoiser_name: str):
