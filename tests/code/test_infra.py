@@ -52,7 +52,7 @@ def test_kubernetes_names_agree():
         o["metadata"]["namespace"] for o in [*worker.values(), *prerequisites.values()] if o["kind"] != "Namespace"
     } == {namespace}
     spec = job["spec"]["template"]["spec"]
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
     assert {("PersistentVolumeClaim", c) for c in claims} <= set(prerequisites)
     secret = next(r["secretRef"]["name"] for r in spec["containers"][0]["envFrom"] if "secretRef" in r)
     assert not any(kind == "Secret" for kind, _ in [*prerequisites, *worker]), "secrets stay out of tracked files"
@@ -95,3 +95,19 @@ def test_image_holds_the_environment_not_the_code():
     assert script.splitlines()[0] == "uv sync --frozen --no-dev --inexact", (
         "the same groups as the image, nothing to download; --inexact keeps the image's extras"
     )
+
+
+def test_training_jobs_get_a_gpu_per_training_process():
+    """train.num_processes > 1 runs one process per GPU (NCCL): the Job asks for `gpus` GPUs, documented as
+    train.num_processes, and a RAM-backed /dev/shm (NCCL's shared memory; a container's default is 64 MB)."""
+    pool = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())
+    spec = pool["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+    assert "train.num_processes" in pool["variables"]["properties"]["gpus"]["description"]
+    shm = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
+    assert next(v for v in spec["volumes"] if v["name"] == shm)["emptyDir"]["medium"] == "Memory"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert pool["variables"]["properties"]["gpus"]["default"] == params["train"]["num_processes"]
+    readme = (INFRA / "README.md").read_text()
+    assert "--job-variable gpus=" in readme and "train.num_processes" in readme

@@ -28,11 +28,12 @@ from components.pipeline import run_caption, run_curate, run_prior, run_train
 
 # Float tolerance of 2 processes vs 1 (same global batch, same draws): DDP sums the two half-batch
 # gradients in another order than one process's backward does, and each process runs the U-Net on
-# half as many rows (other matmul blocking). Measured on this test's 6 steps: see the module's report
-# in the README (max abs ~1e-8 on weights of ~1e-2, relative L2 ~1e-6); the bounds leave ~100x
-# headroom for other CPUs and thread counts and are ~1000x below what one wrong batch row does.
-MAX_ABS = 1e-5
-MAX_REL_L2 = 1e-4
+# half as many rows (other matmul blocking); Adam divides by sqrt(v), which magnifies that where
+# gradients are small. Measured on this test's 6 steps: max abs 3.4e-6, relative L2 3.3e-7. The
+# bounds leave ~15-30x headroom for other CPUs and thread counts, and sit far below what a wrong
+# batch does (both ranks on the same rows, broken on purpose: max abs 2.3e-2, relative L2 3.3e-2).
+MAX_ABS = 5e-5
+MAX_REL_L2 = 1e-5
 
 AUDIT_HOOK = '''
 import os, sys
@@ -140,7 +141,7 @@ def loss_rows(layout) -> list[dict]:
 DDP = dict(batch_size=2, lr_scheduler="cosine", lr_warmup_steps=2)
 
 
-def test_two_processes_train_the_single_process_adapter_and_only_rank_0_writes(prepared, tmp_path):
+def test_two_processes_train_the_single_process_adapter_only_rank_0_writes_and_resume_is_exact(prepared, tmp_path):
     cfg, layout = prepared
     single_cfg = set_train(cfg, **DDP, num_processes=1)
     run_train(single_cfg, layout)
@@ -152,11 +153,13 @@ def test_two_processes_train_the_single_process_adapter_and_only_rank_0_writes(p
     env, logs = audited_env(tmp_path, layout)
     proc, seconds = run_cli(train_command(cfg, layout), env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"\n2-process run: {seconds:.1f} s")
+    uninterrupted = adapter_tensors(layout)
 
     # (a) the same adapter within float tolerance, the same loss curve and LR schedule.
-    max_abs, rel_l2 = differences(adapter_tensors(layout), single)
-    print(f"2 vs 1 process adapter: max abs {max_abs:.3e}, relative L2 {rel_l2:.3e}")
+    max_abs, rel_l2 = differences(uninterrupted, single)
+    scale = max(t.abs().max().item() for t in single.values())
+    print(f"\n2-process run {seconds:.1f} s; 2 vs 1 process adapter: max abs {max_abs:.3e} (largest weight "
+          f"{scale:.3e}), relative L2 {rel_l2:.3e}")
     assert max_abs <= MAX_ABS and rel_l2 <= MAX_REL_L2, (max_abs, rel_l2)
     double_losses = loss_rows(layout)
     assert [r["lr"] for r in double_losses] == [r["lr"] for r in single_losses]
@@ -164,39 +167,29 @@ def test_two_processes_train_the_single_process_adapter_and_only_rank_0_writes(p
         assert float(two["loss"]) == pytest.approx(float(one["loss"]), rel=1e-4)
     config = json.loads((layout.adapter / "train_config.json").read_text())
     assert config["params"]["num_processes"] == 2
-    assert proc.stderr.count("train: 6 steps") == 1, "one summary line, from the launcher"
+    assert proc.stderr.count("train: 6 steps") == 1, "one summary line, from rank 0"
 
     # (b) exactly one process wrote: rank 0 made the checkpoints and the outputs; rank 1 and the
-    # launcher wrote nothing under the work folder.
+    # launchers (the command and torchrun) wrote nothing under the work folder.
     written = audit(logs)
     ranks = sorted(name.rsplit("-", 1)[0] for name in written)
-    assert ranks.count("rank-0") == ranks.count("rank-1") == 1, written.keys()
+    assert ranks == ["rank-0", "rank-1", "rank-launcher", "rank-launcher"], written.keys()
     for name, events in written.items():
         if not name.startswith("rank-0-"):
             assert events == [], f"{name} wrote {events[:5]}"
-    rank0 = next(events for name, events in written.items() if name.startswith("rank-0-"))
-    adapter_dir = str(layout.adapter)
-    assert any(e.startswith("os.rename " + adapter_dir + ".partial") for e in rank0), rank0
-    assert any(e.startswith(f"os.rename {layout.checkpoints}/step-0000004") for e in rank0), rank0
-    assert any(e.endswith("train.json") for e in rank0) and any(e.endswith("loss.csv") for e in rank0)
+    rank0 = "\n".join(next(events for name, events in written.items() if name.startswith("rank-0-")))
+    assert f"os.rename {layout.adapter}.partial" in rank0
+    assert f"os.rename {layout.checkpoints}/step-0000004.partial" in rank0
+    assert "adapter.partial/.train.json" in rank0 and "adapter.partial/loss.csv" in rank0
 
-
-def test_resume_across_two_processes_gives_the_uninterrupted_adapter(prepared, tmp_path):
-    cfg, layout = prepared
-    set_train(cfg, **DDP, num_processes=2)
-    env, _ = audited_env(tmp_path, layout)
-    proc, seconds = run_cli(train_command(cfg, layout), env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    uninterrupted = adapter_tensors(layout)
-
-    for ckpt in layout.checkpoints.iterdir():  # "interrupted" after step 4 of 6
+    # (d) resumed across the two ranks from the checkpoint at step 4: the uninterrupted adapter, bit for bit.
+    for ckpt in layout.checkpoints.iterdir():
         if ckpt.name != "step-0000004":
             shutil.rmtree(ckpt)
     shutil.rmtree(layout.adapter)
     proc, resumed_seconds = run_cli(train_command(cfg, layout, "--resume"), env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"\n2-process runs: uninterrupted {seconds:.1f} s, resumed {resumed_seconds:.1f} s")
-
+    print(f"resumed 2-process run {resumed_seconds:.1f} s")
     assert json.loads((layout.adapter / "train.json").read_text())["resumed_from_step"] == 4
     resumed = adapter_tensors(layout)
     assert resumed.keys() == uninterrupted.keys()
@@ -241,5 +234,5 @@ def test_the_global_batch_must_split_evenly(concept_dir, tmp_path):
 
     params = tmp_path / "p.yaml"
     params.write_text("train: {batch_size: 3, num_processes: 2}\n")
-    with pytest.raises(ConfigError, match=r"train: .*batch_size 3 .* multiple of num_processes 2"):
+    with pytest.raises(ConfigError, match=r"key 'train'.*batch_size 3 .*multiple of num_processes 2"):
         load_config(concept_dir / "concept.yaml", params)
