@@ -141,6 +141,7 @@ def loss_rows(layout) -> list[dict]:
 DDP = dict(batch_size=2, lr_scheduler="cosine", lr_warmup_steps=2)
 
 
+@pytest.mark.slow  # each launch starts 4 Python processes that import torch: minutes on a busy 2-core box
 def test_two_processes_train_the_single_process_adapter_only_rank_0_writes_and_resume_is_exact(prepared, tmp_path):
     cfg, layout = prepared
     single_cfg = set_train(cfg, **DDP, num_processes=1)
@@ -198,6 +199,7 @@ def test_two_processes_train_the_single_process_adapter_only_rank_0_writes_and_r
     assert len(loss_rows(layout)) == 6, "the loss curve spans the whole run"
 
 
+@pytest.mark.slow  # each launch starts 4 Python processes that import torch: minutes on a busy 2-core box
 def test_a_killed_rank_fails_the_run_with_a_clear_message_and_no_adapter(prepared, tmp_path):
     cfg, layout = prepared
     set_train(cfg, **DDP, num_processes=2, max_steps=2000, checkpoint_every=2)
