@@ -35,7 +35,7 @@ from components.pipeline import run_caption, run_curate, run_prior, run_train
 MAX_ABS = 5e-5
 MAX_REL_L2 = 1e-5
 
-AUDIT_HOOK = '''
+AUDIT_HOOK = """
 import os, sys
 
 _root = os.environ["CONCEPTLAB_AUDIT_ROOT"]
@@ -71,7 +71,7 @@ def _hook(event, args):
 
 _note(f"started {' '.join(sys.argv)}")
 sys.addaudithook(_hook)
-'''
+"""
 
 
 @pytest.fixture
@@ -159,8 +159,10 @@ def test_two_processes_train_the_single_process_adapter_only_rank_0_writes_and_r
     # (a) the same adapter within float tolerance, the same loss curve and LR schedule.
     max_abs, rel_l2 = differences(uninterrupted, single)
     scale = max(t.abs().max().item() for t in single.values())
-    print(f"\n2-process run {seconds:.1f} s; 2 vs 1 process adapter: max abs {max_abs:.3e} (largest weight "
-          f"{scale:.3e}), relative L2 {rel_l2:.3e}")
+    print(
+        f"\n2-process run {seconds:.1f} s; 2 vs 1 process adapter: max abs {max_abs:.3e} (largest weight "
+        f"{scale:.3e}), relative L2 {rel_l2:.3e}"
+    )
     assert max_abs <= MAX_ABS and rel_l2 <= MAX_REL_L2, (max_abs, rel_l2)
     double_losses = loss_rows(layout)
     assert [r["lr"] for r in double_losses] == [r["lr"] for r in single_losses]
