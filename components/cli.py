@@ -231,6 +231,32 @@ def demo(
     console.print(f"flows took {result['seconds']:.1f} s")
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 to share it on the network)")] = "127.0.0.1",
+    port: int = 8765,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else params.yaml)")
+    ] = None,
+    repo: RepoOpt = Path("."),
+    allow_promotion: Annotated[
+        bool, typer.Option(help="allow moving `champion` by hand (recorded with the user's name and time)")
+    ] = False,
+):
+    """A web app for the team: concepts, versions, gate verdicts, and a playground."""
+    import uvicorn
+
+    from components.register import resolve_tracking_uri
+    from components.ui.app import Settings, create_app
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or resolve_tracking_uri(_guard(load_params, repo / "params.yaml").registry.tracking_uri, repo)
+    app_ = create_app(Settings(tracking_uri=uri, allow_promotion=allow_promotion, repo=repo.resolve()))
+    mode = "promotion by hand ON" if allow_promotion else "read-only"
+    console.print(f"conceptlab ui on http://{host}:{port}  (registry {uri}; {mode})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 @flow_app.command("train-concept")
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
     """dvc repro the concept, push to the DVC remote, commit dvc.lock, register as challenger."""
