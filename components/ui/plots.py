@@ -45,7 +45,8 @@ def line_chart(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>'
             f'<text x="{LEFT - 4}" y="{py(t) + 4:.1f}" text-anchor="end" font-size="11">{t:.2f}</text>'
         )
-    for x, label in x_ticks or [(x, f"{x:g}") for x in _ticks(x0, x1)]:
+    whole = all(float(x).is_integer() for x in xs)  # steps, versions: label ticks as whole numbers
+    for x, label in x_ticks or [(x, f"{round(x)}" if whole else f"{x:g}") for x in _ticks(x0, x1)]:
         parts.append(
             f'<text x="{px(x):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" font-size="11">{escape(label)}</text>'
         )
