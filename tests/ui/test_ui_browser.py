@@ -112,6 +112,7 @@ def decode(src: str) -> np.ndarray:
 def test_playground_draws_base_and_adapter_at_the_same_seed_with_generate(ui_servers, page, toy_registry, artifacts):
     from components import generate as gen
 
+    page.set_default_timeout(300_000)  # the first picture imports diffusers and loads the base model
     page.goto(ui_servers["readonly"].url + "/playground")
     assert page.get_by_test_id("prompt").input_value() == "a photo of a sks triangle"
     assert page.get_by_test_id("concept").input_value() == toy_registry.concept  # its champion

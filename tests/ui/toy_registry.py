@@ -40,14 +40,18 @@ class ToyRegistry:
 
 
 def fill_registry(work_dir: Path) -> ToyRegistry:
+    from mlflow import MlflowClient
+
     from components.config import PromotionParams
     from components.pipeline import run_caption, run_curate, run_evaluate, run_prior, run_register, run_train
     from components.promote import promote
 
     work_dir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{work_dir / 'mlflow.db'}"
+    # Artifacts inside work_dir too (MLflow's default is ./mlruns of the working directory).
+    MlflowClient(tracking_uri=uri).create_experiment("conceptlab", artifact_location=(work_dir / "artifacts").as_uri())
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), FAST)
-    params["registry"]["tracking_uri"] = uri
+    params["registry"].update(tracking_uri=uri, experiment="conceptlab")
     params_file = work_dir / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     cfg = load_config(ROOT / "concepts" / CONCEPT / "concept.yaml", params_file)
