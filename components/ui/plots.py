@@ -46,7 +46,8 @@ def line_chart(
             f'<text x="{LEFT - 4}" y="{py(t) + 4:.1f}" text-anchor="end" font-size="11">{t:.2f}</text>'
         )
     whole = all(float(x).is_integer() for x in xs)  # steps, versions: label ticks as whole numbers
-    for x, label in x_ticks or [(x, f"{round(x)}" if whole else f"{x:g}") for x in _ticks(x0, x1)]:
+    default_ticks = sorted({round(x) for x in _ticks(x0, x1)}) if whole else _ticks(x0, x1)
+    for x, label in x_ticks or [(x, f"{x:g}") for x in default_ticks]:
         parts.append(
             f'<text x="{px(x):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" font-size="11">{escape(label)}</text>'
         )

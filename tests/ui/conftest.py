@@ -26,7 +26,20 @@ CHROMIUM = os.environ.get("CONCEPTLAB_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-def toy_registry(tmp_path_factory) -> ToyRegistry:
+def chromium() -> str:
+    """The system Chromium, checked before anything slow is set up."""
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: the browser tests drive the system Chromium (Playwright's own "
+            "download needs the internet). Install it with `apt-get install chromium` (scripts/test.sh does so "
+            "when run as root) or point CONCEPTLAB_CHROMIUM at a Chromium binary.",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def toy_registry(chromium, tmp_path_factory) -> ToyRegistry:
     return fill_registry(tmp_path_factory.mktemp("ui-registry"))
 
 
@@ -106,18 +119,11 @@ def ui_servers(toy_registry, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser():
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: the browser tests drive the system Chromium (Playwright's own "
-            "download needs the internet). Install it with `apt-get install chromium` (scripts/test.sh does so "
-            "when run as root) or point CONCEPTLAB_CHROMIUM at a Chromium binary.",
-            pytrace=False,
-        )
+def browser(chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         yield browser
         browser.close()
 
