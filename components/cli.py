@@ -251,6 +251,12 @@ def ui(
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = uri or resolve_tracking_uri(_guard(load_params, repo / "params.yaml").registry.tracking_uri, repo)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():  # MLflow would create it
+        console.print(
+            f"[bold red]error:[/] no MLflow store at {uri}: run `uv run conceptlab demo` first, or name your "
+            "registry with --tracking-uri / MLFLOW_TRACKING_URI"
+        )
+        raise typer.Exit(2)
     app_ = create_app(Settings(tracking_uri=uri, allow_promotion=allow_promotion, repo=repo.resolve()))
     mode = "promotion by hand ON" if allow_promotion else "read-only"
     console.print(f"conceptlab ui on http://{host}:{port}  (registry {uri}; {mode})")

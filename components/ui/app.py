@@ -12,7 +12,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -124,6 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/concepts/{name}/promote")
     async def promote(request: Request, name: str):
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+            # A form on another site posting to this app in a colleague's browser.
+            raise HTTPException(403, f"promotion refused: the request came from another site ({origin})")
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         version = form.get("version", "")
         if not settings.allow_promotion:
