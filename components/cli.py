@@ -270,6 +270,93 @@ def demo(
     console.print(f"flows took {result['seconds']:.1f} s")
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 to share it on the network)")] = "127.0.0.1",
+    port: int = 8765,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else params.yaml)")
+    ] = None,
+    repo: RepoOpt = Path("."),
+    allow_promotion: Annotated[
+        bool, typer.Option(help="allow moving `champion` by hand (recorded with the user's name and time)")
+    ] = False,
+):
+    """A web app for the team: concepts, versions, gate verdicts, and a playground."""
+    import uvicorn
+
+    from components.register import resolve_tracking_uri
+    from components.ui.app import Settings, create_app
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or resolve_tracking_uri(_guard(load_params, repo / "params.yaml").registry.tracking_uri, repo)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():  # MLflow would create it
+        console.print(
+            f"[bold red]error:[/] no MLflow store at {uri}: run `uv run conceptlab demo` first, or name your "
+            "registry with --tracking-uri / MLFLOW_TRACKING_URI"
+        )
+        raise typer.Exit(2)
+    app_ = create_app(Settings(tracking_uri=uri, allow_promotion=allow_promotion, repo=repo.resolve()))
+    mode = "promotion by hand ON" if allow_promotion else "read-only"
+    console.print(f"conceptlab ui on http://{host}:{port}  (registry {uri}; {mode})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", help="repeatable; each prompt at each seed")] = None,
+    concept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--concept",
+            help="repeatable: NAME (its champion), NAME@alias, NAME/VERSION or an adapter folder, "
+            "optionally :WEIGHT (a:0.8); none: the base model alone",
+        ),
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="repeatable (default 0)")] = None,
+    steps: Annotated[int | None, typer.Option(help="default: the version's evaluation steps, else 25")] = None,
+    guidance: Annotated[float | None, typer.Option(help="default: the version's evaluation guidance, else 7.5")] = None,
+    width: Annotated[int | None, typer.Option(help="default: the base model's native size")] = None,
+    height: Annotated[int | None, typer.Option(help="default: the base model's native size")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim, euler, dpmpp_2m, ... (the family's list)")] = None,
+    negative_prompt: Annotated[str, typer.Option(help="what the picture should not show")] = "",
+    fuse: Annotated[bool, typer.Option(help="merge the adapters into the base weights for this run (faster)")] = False,
+    out: Annotated[Path | None, typer.Option(help="folder for the PNGs and settings.json")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow registry (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ] = None,
+    base_model: Annotated[str | None, typer.Option(help="where the base model is, if not where it was")] = None,
+    settings: Annotated[
+        Path | None, typer.Option(help="a settings.json written by generate: draw the same pictures again")
+    ] = None,
+):
+    """Pictures of one or more registered concepts (weights combine them) with every setting saved."""
+    from components.generate import GenerationError
+    from components.generate_cli import run_generate
+
+    try:
+        run_generate(
+            console,
+            prompts=prompt or [],
+            concepts=concept or [],
+            seeds=seed or [0],
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            sampler=sampler,
+            negative_prompt=negative_prompt,
+            fuse=fuse,
+            out=out,
+            tracking_uri=tracking_uri,
+            base_model=base_model,
+            settings_file=settings,
+        )
+    except (GenerationError, *USER_ERRORS) as exc:
+        console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
 @flow_app.command("train-concept")
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
     """dvc repro the concept, push to the DVC remote, commit dvc.lock, register as challenger."""
