@@ -53,7 +53,10 @@ def run_generate(
     base_model: str | None,
     settings_file: Path | None,
 ) -> list[Path]:
+    from diffusers.utils import logging as diffusers_logging
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    diffusers_logging.disable_progress_bar()  # the bar below counts the denoising steps instead
 
     out = out or Path("generated") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeRemainingColumn())
