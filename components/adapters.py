@@ -264,8 +264,11 @@ def _eval_settings(client, run_id: str | None) -> dict:
     except Exception:  # a deleted run: defaults then
         return {}
     out = {}
-    for key, cast, name in (("eval.steps", int, "steps"), ("eval.guidance_scale", float, "guidance"),
-                            ("eval.scheduler", str, "sampler")):
+    for key, cast, name in (
+        ("eval.steps", int, "steps"),
+        ("eval.guidance_scale", float, "guidance"),
+        ("eval.scheduler", str, "sampler"),
+    ):
         if key in params:
             out[name] = cast(params[key])
     return out

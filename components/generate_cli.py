@@ -84,7 +84,7 @@ def run_generate(
             else:
                 raise GenerationError("name a concept (--concept NAME), or a --base-model to draw with the base alone")
             if not prompts:
-                raise GenerationError("prompt: none given; add --prompt \"a photo of a sks <class>\"")
+                raise GenerationError('prompt: none given; add --prompt "a photo of a sks <class>"')
             recorded = adapters[0][0].eval_settings if adapters else {}
             pipe = load_base(base)
             result = generate(

@@ -196,6 +196,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_writes_pngs_and_settings_that_draw_the_same_bytes(registry, cache, tmp_path):
     uri = registry["uri"]
     first, second = tmp_path / "first", tmp_path / "second"
@@ -222,6 +223,7 @@ def test_cli_writes_pngs_and_settings_that_draw_the_same_bytes(registry, cache, 
     assert proc.returncode == 2 and "prompt: empty" in proc.stderr
 
 
+@pytest.mark.slow
 def test_another_family_generates_with_its_folder_adapter(tmp_path, cache):
     """SDXL layout (two text encoders, time ids): the same code, the family's pipeline."""
     from components.generate import generate, load_base, resolve_adapter
@@ -237,6 +239,7 @@ def test_another_family_generates_with_its_folder_adapter(tmp_path, cache):
     assert np.abs(_pixels(with_adapter)[0] - base[0]).max() > 4
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations_with_pngs(registry, tmp_path):
     """`mlflow models serve -m models:/NAME@champion` as a real process: the documented request."""
     port = _free_port()
