@@ -222,7 +222,9 @@ def generate(
 
     from components.families import family_of
 
-    state = pipe._conceptlab
+    state = getattr(pipe, "_conceptlab", None)
+    if state is None:
+        raise GenerationError("generate() takes a pipeline from load_base(), which tracks its adapters")
     base: BaseModelRef = state["base"]
     family = family_of(pipe)
     native = family.native_resolution(base.path)
