@@ -194,7 +194,11 @@ def _download(client, name: str, version: str, sha: str, cache: Path, tracking_u
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri
+                # The version's physical location (file, s3://, mlflow-artifacts:/...): MLflow 3.17 resolves
+                # a models:/ URI through the process-wide registry URI, not the one passed here.
+                artifact_uri=client.get_model_version_download_uri(name, version),
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
             )
         )
         flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("diffusers", {})
@@ -260,8 +264,11 @@ def _eval_settings(client, run_id: str | None) -> dict:
     except Exception:  # a deleted run: defaults then
         return {}
     out = {}
-    for key, cast, name in (("eval.steps", int, "steps"), ("eval.guidance_scale", float, "guidance"),
-                            ("eval.scheduler", str, "sampler")):
+    for key, cast, name in (
+        ("eval.steps", int, "steps"),
+        ("eval.guidance_scale", float, "guidance"),
+        ("eval.scheduler", str, "sampler"),
+    ):
         if key in params:
             out[name] = cast(params[key])
     return out

@@ -222,7 +222,9 @@ def generate(
 
     from components.families import family_of
 
-    state = pipe._conceptlab
+    state = getattr(pipe, "_conceptlab", None)
+    if state is None:
+        raise GenerationError("generate() takes a pipeline from load_base(), which tracks its adapters")
     base: BaseModelRef = state["base"]
     family = family_of(pipe)
     native = family.native_resolution(base.path)
@@ -274,8 +276,9 @@ def generate(
                         )
                     images.append(GeneratedImage(prompt, int(seed), out.images[0]))
             drawn = time.perf_counter()
-    settings = _settings(pipe, family, adapters, prompts, seeds, steps, guidance, width, height, sampler, fuse,
-                         negative_prompt)
+    settings = _settings(
+        pipe, family, adapters, prompts, seeds, steps, guidance, width, height, sampler, fuse, negative_prompt
+    )
     timings = {"activate_s": switched - started, "fuse_s": fused - switched, "draw_s": drawn - fused}
     return GenerationResult(images, settings, time.perf_counter() - started, timings)
 
@@ -352,7 +355,9 @@ def write_result(result: GenerationResult, out_dir: Path) -> list[Path]:
         path = out_dir / image_filename(i, item.prompt, item.seed)
         path.write_bytes(buf.getvalue())
         paths.append(path)
-        files.append({"file": path.name, "prompt": item.prompt, "seed": item.seed, "sha256": sha256_bytes(buf.getvalue())})
+        files.append(
+            {"file": path.name, "prompt": item.prompt, "seed": item.seed, "sha256": sha256_bytes(buf.getvalue())}
+        )
     write_json(out_dir / "settings.json", {**result.settings, "images": files})
     return paths
 

@@ -53,7 +53,10 @@ def run_generate(
     base_model: str | None,
     settings_file: Path | None,
 ) -> list[Path]:
+    from diffusers.utils import logging as diffusers_logging
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    diffusers_logging.disable_progress_bar()  # the bar below counts the denoising steps instead
 
     out = out or Path("generated") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeRemainingColumn())
@@ -81,7 +84,7 @@ def run_generate(
             else:
                 raise GenerationError("name a concept (--concept NAME), or a --base-model to draw with the base alone")
             if not prompts:
-                raise GenerationError("prompt: none given; add --prompt \"a photo of a sks <class>\"")
+                raise GenerationError('prompt: none given; add --prompt "a photo of a sks <class>"')
             recorded = adapters[0][0].eval_settings if adapters else {}
             pipe = load_base(base)
             result = generate(
