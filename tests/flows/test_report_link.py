@@ -5,6 +5,7 @@ with a local MLflow store (here), the evaluation run's page in the MLflow UI wit
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import pytest
 from prefect import flow
 from prefect.artifacts import Artifact
 
@@ -12,6 +13,8 @@ from components.pipeline import run_caption, run_curate, run_evaluate, run_prior
 from flows.common import ConceptContext
 from flows.dvc_repo import ReproReport
 from flows.train_concept import publish
+
+pytestmark = pytest.mark.slow  # Prefect's test server starts once per session: minutes on a busy machine
 
 
 def test_the_report_artifact_links_to_report_html(prefect_harness, cfg, layout, tmp_path):
