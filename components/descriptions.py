@@ -54,7 +54,7 @@ def evaluation_summary(metrics: dict[str, float]) -> str:
 
 
 def pending_version_description(metrics: dict[str, float], grid: str) -> str:
-    return f"Not yet gated. Evaluation: {evaluation_summary(metrics)}. Grid: {grid}"
+    return f"Not yet gated · {evaluation_summary(metrics)}. Grid: {grid}"
 
 
 def gated_version_description(
@@ -64,19 +64,19 @@ def gated_version_description(
     metrics: dict[str, float],
     grid: str,
 ) -> str:
-    """One line: verdict, outcome, every check with its numbers (✓/✗), the grid's link."""
+    """One line: verdict and outcome first (the registry's version table shows 32 characters), then
+    every check with its numbers (✓/✗), then the grid's link."""
     checks = list(checks)
-    passed = all(c.passed for c in checks)
-    if promoted:
-        outcome = "promoted to champion"
-    elif passed:
-        outcome = "already champion"
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        head = f"REFUSED (failed {', '.join(failed)}) vs {reference}"
+    elif promoted:
+        head = f"PASSED → champion (vs {reference})"
     else:
-        outcome = "not promoted, failed " + ", ".join(c.name for c in checks if not c.passed)
-    text = f"Gate {'PASSED' if passed else 'REFUSED'} vs {reference}: {outcome}. "
-    text += "; ".join(f"{'✓' if c.passed else '✗'} {c.detail}" for c in checks)
+        head = f"PASSED, already champion (vs {reference})"
+    text = f"{head}: " + "; ".join(f"{'✓' if c.passed else '✗'} {c.detail}" for c in checks)
     if not any(c.name in GATED_CHECKS for c in checks):  # no numbers in the checks: state them
-        text += f". Evaluation: {evaluation_summary(metrics)}"
+        text += f" · {evaluation_summary(metrics)}"
     return f"{text}. Grid: {grid}"
 
 

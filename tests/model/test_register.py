@@ -142,7 +142,7 @@ def test_registers_once_with_alias_lineage_and_artifacts(evaluated, tmp_path, mo
     verdict = promote("toy-robot", cfg.params.registry.tracking_uri, cfg.params.promotion)
     assert verdict.challenger["clip_i"] == pytest.approx(new["clip_i"])
     gated = client.get_model_version("toy-robot", first.version).description
-    assert gated.startswith("Gate ") and f"CLIP-I {new['clip_i']:.4f} vs reference" in gated
+    assert gated.startswith(("PASSED", "REFUSED")) and f"CLIP-I {new['clip_i']:.4f} vs reference" in gated
     # Registering again with nothing new logs nothing.
     third = run_register(cfg2, layout)
     assert not third.eval_recorded and third.eval_run_id == second.eval_run_id
@@ -151,7 +151,7 @@ def test_registers_once_with_alias_lineage_and_artifacts(evaluated, tmp_path, mo
 
 def assert_pending_description(client, version, metrics, eval_run):
     text = client.get_model_version("toy-robot", version).description
-    assert text.startswith("Not yet gated. ")
+    assert text.startswith("Not yet gated · ")
     for part in (
         f"CLIP-I {metrics['clip_i']:.4f}",
         f"gain {metrics['clip_i_gain']:+.4f}",
