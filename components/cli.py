@@ -175,7 +175,7 @@ def evaluate(concept: ConceptArg, params: ParamsOpt = Path("params.yaml"), work_
     cfg, layout = _guard(_setup, concept, params, work_dir)
     result = _guard(pipeline.run_evaluate, cfg, layout)
     _metrics_table(result.base, result.adapter, result.metrics)
-    console.print(f"report: {layout.evaluation / 'report.md'}")
+    console.print(f"report: {layout.evaluation / 'report.md'} and {layout.evaluation / 'report.html'} (images inline)")
 
 
 @app.command()
@@ -218,7 +218,9 @@ def _run_chain(concept: Path, params: Path, work_dir: Path, resume: bool) -> Non
     ev, reg = results["evaluate"], results["register"]
     _metrics_table(ev.base, ev.adapter, ev.metrics)
     console.print(f"adapter:  {layout.adapter / ADAPTER_FILE}")
-    console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
+    console.print(
+        f"report:   {layout.evaluation / 'report.html'} (also report.md; grid: {layout.evaluation / 'grid.png'})"
+    )
     console.print(f"registry: {reg.model_uri} = {reg.model_name} v{reg.version}, run {reg.run_id}")
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {reg.tracking_uri}")
     console.print(f"total {sum(t for _, t in timings):.1f} s")
@@ -264,7 +266,9 @@ def demo(
         console.print(f"  {'pass' if check['passed'] else 'FAIL'} {check['detail']}")
     layout = ConceptLayout(repo / "work", concept)
     console.print(f"adapter:  {layout.adapter / ADAPTER_FILE}")
-    console.print(f"report:   {layout.evaluation / 'report.md'} (grid: {layout.evaluation / 'grid.png'})")
+    console.print(
+        f"report:   {layout.evaluation / 'report.html'} (also report.md; grid: {layout.evaluation / 'grid.png'})"
+    )
     console.print(f"MLflow UI:  uv run mlflow ui --backend-store-uri {reg['tracking_uri']}")
     console.print("Prefect UI: uv run prefect server start   (then open http://127.0.0.1:4200)")
     console.print(f"flows took {result['seconds']:.1f} s")

@@ -3,7 +3,7 @@
 Concept prompts ("{instance} in the jungle") measure CLIP-T and CLIP-I; class-only prompts measure
 prior drift (how far the adapter moved generic members of the class away from the base model).
 Outputs: metrics.json (numbers + every setting used), samples, grid.png (rows: photos, base, adapter;
-columns: each prompt at its first two seeds) and report.md.
+columns: each prompt at its first two seeds), report.md and report.html (the same report, images inline).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired
 from components.config import Concept, EvalParams
 from components.generation import generate
 from components.io import ADAPTER_FILE, StageResult, new_staging_dir, publish, sha256_file
+from components.report_html import render_html_report
 
 FORMULAS = {
     "clip_t": "mean over generated images of cos(CLIP_text(prompt without the identifier), CLIP_image(image))",
@@ -107,9 +108,11 @@ def evaluate(
     }
     staging = new_staging_dir(out_dir)
     (staging / "samples").mkdir()
+    sample_files = {"base": [], "adapter": []}
     for label, images in (("base", base_images), ("adapter", adapter_images)):
         for i, (img, seed) in enumerate(zip(images, seeds, strict=True)):
-            img.save(staging / "samples" / f"{label}-{i:03d}-seed{seed}.png")
+            sample_files[label].append(staging / "samples" / f"{label}-{i:03d}-seed{seed}.png")
+            img.save(sample_files[label][-1])
     # Two seeds per prompt: enough to tell a learned concept from one lucky sample.
     per_prompt = min(2, len(params.seeds))
     grid_columns = [i for g in c_groups + [[j + n for j in g] for g in k_groups] for i in g[:per_prompt]]
@@ -137,6 +140,9 @@ def evaluate(
     )
     result.write(staging / "metrics.json")
     (staging / "report.md").write_text(render_report(result, concept), encoding="utf-8")
+    samples = list(zip(prompts, seeds, sample_files["base"], sample_files["adapter"], strict=True))
+    html = render_html_report(result, concept, staging / "grid.png", samples)
+    (staging / "report.html").write_text(html, encoding="utf-8")
     publish(staging, out_dir)
     return result
 

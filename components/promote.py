@@ -3,8 +3,9 @@
 The challenger is compared with the current champion, or with the base model when there is no
 champion, on the same evaluation prompts and seeds (a champion evaluated with other settings is
 evaluated again with the challenger's before the comparison). The verdict and its numbers are
-written as model-version tags. Moving an alias is one registry update, so a failure at any point
-leaves exactly one champion (the old one) or none if there never was one.
+written as model-version tags and, in one line, as the version's description. Moving an alias is
+one registry update, so a failure at any point leaves exactly one champion (the old one) or none if
+there never was one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from components import descriptions
 from components.config import PromotionParams
 from components.io import StageResult
 from components.register import evaluation_run_id
@@ -131,6 +133,7 @@ def promote(
     passed = all(c.passed for c in checks)
     promoted = passed and reference != "self"
     _record(client, model_name, challenger.version, reference, champion, checks, challenger_numbers, ref_numbers)
+    _describe(client, tracking_uri, model_name, challenger, checks, promoted, reference, champion)
     if promoted:
         client.set_model_version_tag(
             model_name, challenger.version, "gate.previous_champion", champion.version if champion else "none"
@@ -162,6 +165,17 @@ def _champion_numbers(client, tracking_uri, model_name, champion, challenger, re
     )
     numbers = reevaluate(Path(local) / "adapter_weights")
     return {k: numbers[k] for k in GATED}, True
+
+
+def _describe(client, tracking_uri, name, challenger, checks, promoted, reference, champion) -> None:
+    """The version's description: the verdict and its numbers in one line, and a link to its grid."""
+    run = client.get_run(evaluation_run_id(challenger))
+    grid = descriptions.run_artifact_link(tracking_uri, run, "evaluation/grid.png")
+    label = {"champion": f"champion v{champion.version}" if champion else "", "base": "the base model"}
+    text = descriptions.gated_version_description(
+        checks, promoted, label.get(reference, "itself"), run.data.metrics, grid
+    )
+    descriptions.set_version_description(client, name, str(challenger.version), text)
 
 
 def _record(client, name, version, reference, champion, checks, challenger_numbers, ref_numbers) -> None:

@@ -147,6 +147,7 @@ def register(
         )
     for key, value in version_tags.items():
         client.set_model_version_tag(concept.name, version.version, f"{TAG}.{key}", value)
+    _describe(client, params.tracking_uri, concept, version, evaluation, base, eval_run_id, recorded)
     return RegisterResult(
         tracking_uri=params.tracking_uri,
         experiment=params.experiment,
@@ -159,6 +160,20 @@ def register(
         eval_run_id=eval_run_id,
         eval_recorded=recorded,
     )
+
+
+def _describe(client, tracking_uri, concept, version, evaluation, base, eval_run_id, recorded) -> None:
+    """The registry's description fields: what the concept is, and (for a new evaluation, or a version
+    without one) the version's numbers, "not yet gated" and its grid; the gate rewrites the latter."""
+    from components import descriptions
+
+    photos = int(evaluation["settings"]["instance_images"])
+    text = descriptions.model_description(concept, base, photos, str(version.version))
+    descriptions.set_model_description(client, concept.name, text)
+    if recorded or not version.description:
+        grid = descriptions.run_artifact_link(tracking_uri, client.get_run(eval_run_id), "evaluation/grid.png")
+        text = descriptions.pending_version_description(evaluation["metrics"], grid)
+        descriptions.set_version_description(client, concept.name, str(version.version), text)
 
 
 def _evaluation_tags(evaluation: dict, eval_sha: str, lineage: dict[str, str]) -> dict[str, str]:

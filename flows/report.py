@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from components.descriptions import is_server, run_artifact_link
 from components.register import evaluation_run_id
 
 
@@ -34,6 +35,15 @@ def metrics_rows(ctx, evaluation) -> list[dict]:
     return rows
 
 
+def report_link(ctx, registration) -> str:
+    """report.html where a colleague can open it: the evaluation run's artifact in the MLflow UI of a
+    tracking server (which renders .html), or the workspace file when MLflow is local."""
+    if is_server(registration.tracking_uri):
+        run = MlflowClient(tracking_uri=registration.tracking_uri).get_run(registration.eval_run_id)
+        return run_artifact_link(registration.tracking_uri, run, "evaluation/report.html")
+    return (ctx.layout.evaluation / "report.html").resolve().as_uri()
+
+
 def report_markdown(ctx, evaluation, registration, report) -> str:
     rows = "\n".join(f"| {r['metric']} | {r['challenger']} | {r['base']} |" for r in metrics_rows(ctx, evaluation))
     return f"""# {ctx.cfg.concept.name}: model version {registration.version} (`{registration.alias}`)
@@ -44,6 +54,7 @@ DVC ran: {", ".join(report.ran) or "nothing (all stages unchanged)"}; skipped: {
 |---|---|---|
 {rows}
 
+- **[Evaluation report (report.html): numbers, grid and every sample]({report_link(ctx, registration)})**
 - Registry: `{registration.model_uri}` (run `{registration.run_id}`, evaluation run `{registration.eval_run_id}`) at `{registration.tracking_uri}`
 - Report: `{ctx.layout.evaluation / "report.md"}`, grid `{ctx.layout.evaluation / "grid.png"}`
 """

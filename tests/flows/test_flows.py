@@ -76,8 +76,9 @@ def artifact(key):
     return found.data if found.type == "markdown" else json.loads(found.data)
 
 
-def assert_artifacts_show(repo, version):
-    """The report and the metrics table carry the numbers of the evaluation in the workspace."""
+def assert_artifacts_show(repo, version, client):
+    """The report and the metrics table carry the numbers of the evaluation in the workspace, and the
+    report links to report.html on the version's current evaluation run, in the tracking server's UI."""
     evaluation = json.loads((repo / "work/toy-robot/eval/metrics.json").read_text())
     table = {row["metric"]: row for row in artifact("toy-robot-metrics")}
     for name in ("clip_i", "clip_t", "diversity", "prior_drift"):
@@ -88,6 +89,11 @@ def assert_artifacts_show(repo, version):
     assert (
         f"| clip_i | {round(evaluation['metrics']['clip_i'], 4)} | {round(evaluation['base']['clip_i'], 4)} |" in report
     )
+    eval_run = client.get_run(client.get_model_version("toy-robot", version).tags["conceptlab.eval_run_id"])
+    link = f"{client.tracking_uri}/#/experiments/{eval_run.info.experiment_id}/runs/{eval_run.info.run_id}"
+    assert f"]({link}/artifacts/evaluation/report.html)" in report
+    logged = client.download_artifacts(eval_run.info.run_id, "evaluation/report.html", str(repo.parent))
+    assert open(logged, "rb").read() == (repo / "work/toy-robot/eval/report.html").read_bytes()
 
 
 def assert_gate_table_shows(verdict):
@@ -149,7 +155,7 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
     dvc_objects = [o["Key"] for o in s3_env.list_objects_v2(Bucket="dvc-store").get("Contents", [])]
     adapter_md5 = lock["dvc.train.adapter.md5"].removesuffix(".dir")
     assert any(adapter_md5[2:] in key for key in dvc_objects), "the adapter's DVC object is on S3"
-    assert_artifacts_show(repo, "1")
+    assert_artifacts_show(repo, "1", client)
 
     # 2. retrain: nothing changed, but there is no champion yet, so the concept is due. DVC skips every
     # stage, the same version is found, and the gate (vs the base model, wide open) promotes it.
@@ -189,7 +195,7 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
     assert evaluation_run.data.params["eval.guidance_scale"] == "6.5"
     now = json.loads((repo / "work/toy-robot/eval/metrics.json").read_text())["metrics"]
     assert evaluation_run.data.metrics["clip_i"] == pytest.approx(now["clip_i"])
-    assert_artifacts_show(repo, "1")
+    assert_artifacts_show(repo, "1", client)
 
     # Changing only an evaluation param makes only the evaluate stage stale; a training param, train onward.
     original = (repo / "params.yaml").read_text()
@@ -212,7 +218,7 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
         *(f"work/toy-robot/{d}" for d in ("curated", "captions", "prior", "adapter", "eval/samples")),
     ):
         assert tree(clone / folder) == tree(repo / folder) != {}, folder
-    for name in ("grid.png", "report.md", "metrics.json"):
+    for name in ("grid.png", "report.md", "report.html", "metrics.json"):
         assert sha(clone / "work/toy-robot/eval" / name) == sha(repo / "work/toy-robot/eval" / name)
 
     # 5. retrain with nothing changed and a champion leaves the concept alone.
@@ -258,7 +264,7 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
     assert float(tags["gate.reference.clip_i"]) == pytest.approx(reeval["metrics"]["clip_i"], abs=1e-6)
     verdict = json.loads((repo / "work/toy-robot/promotion.json").read_text())
     assert_gate_table_shows(verdict)
-    assert_artifacts_show(repo, "2")
+    assert_artifacts_show(repo, "2", client)
     assert (
         run(["git", "log", "--format=%s", f"{start}..HEAD"], repo).split("\n")[:-1]
         == ["conceptlab: reproduce toy-robot"] * 3

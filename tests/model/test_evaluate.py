@@ -1,6 +1,9 @@
 """evaluate: paired base-vs-adapter metrics, written with every setting; a zero adapter changes nothing."""
 
+import base64
+import io
 import json
+from html.parser import HTMLParser
 
 import pytest
 from PIL import Image
@@ -48,6 +51,55 @@ def test_metrics_grid_and_report(trained):
     assert "| clip_i |" in report and "Prior drift" in report
     assert result.metrics["prior_drift"] > 0, "a trained adapter moves class-prompt images at least a little"
     assert_metrics_follow_from_the_saved_samples(cfg, layout, metrics)
+
+
+class _ReportParser(HTMLParser):
+    """Every number (data-* attributes) and every image (src) of report.html."""
+
+    def __init__(self):
+        super().__init__()
+        self.numbers, self.images = {}, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for kind in ("data-metric", "data-base", "data-adapter"):
+            if kind in attrs:
+                self.numbers[(kind.removeprefix("data-"), attrs[kind])] = float(attrs["data-value"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+
+def test_html_report_has_the_same_numbers_and_inline_images(trained, tmp_path):
+    cfg, layout = trained
+    run_evaluate(cfg, layout)
+    out = layout.evaluation
+    html = (out / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((out / "metrics.json").read_text())
+    parser = _ReportParser()
+    parser.feed(html)
+    expected = {("metric", k): v for k, v in metrics["metrics"].items()}
+    expected |= {(side, k): metrics[side][k] for side in ("base", "adapter") for k in metrics[side]}
+    assert parser.numbers == expected, "exactly the values of metrics.json, none missing, none extra"
+    for name, value in metrics["metrics"].items():
+        assert f">{value:.4f}<" in html, f"{name} shown to 4 decimals"
+    # The grid and every sample (base and adapter per prompt and seed), inline, decode as the saved PNGs.
+    seeds, n = metrics["settings"]["seeds"], len(metrics["settings"]["generated_prompts"])
+    saved = [out / "grid.png"] + [
+        out / "samples" / f"{label}-{i:03d}-seed{seeds[i % len(seeds)]}.png"
+        for i in range(n)
+        for label in ("base", "adapter")
+    ]
+    assert len(parser.images) == len(saved) == 1 + 2 * 6
+    for src, png in zip(parser.images, saved, strict=True):
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True)
+        assert data == png.read_bytes()
+        assert Image.open(io.BytesIO(data)).size == Image.open(png).size
+    assert str(out) not in html and str(layout.work_dir) not in html, "no machine-specific paths"
+    # Byte-reproducible: the same inputs evaluated again (another folder) give the same file.
+    again = run_evaluate(cfg, layout, out_dir=tmp_path / "again")
+    assert again.metrics == json.loads((out / "metrics.json").read_text())["metrics"]
+    assert (tmp_path / "again" / "report.html").read_bytes() == (out / "report.html").read_bytes()
 
 
 def assert_metrics_follow_from_the_saved_samples(cfg, layout, metrics):

@@ -54,6 +54,13 @@ def test_first_version_is_gated_against_the_base_model(registry):
     tags = client.get_model_version(NAME, v1).tags
     assert tags["gate.verdict"] == "passed" and tags["gate.reference"] == "base"
     assert tags["gate.challenger.clip_i"] == "0.800000" and tags["gate.previous_champion"] == "none"
+    # The version's description: the verdict and its numbers in one line, and its run's grid.
+    text = client.get_model_version(NAME, v1).description
+    run = client.get_run(client.get_model_version(NAME, v1).run_id)
+    assert text.startswith("PASSED → champion (vs the base model): ✓ CLIP-I gain over the base model +0.2000")
+    assert "CLIP-I 0.8000 vs reference 0.6000" in text and "CLIP-T 0.3000 vs reference 0.2900" in text
+    assert "prior drift 0.0500 (at most 0.2)" in text and "\n" not in text
+    assert text.endswith(f". Grid: {run.info.artifact_uri}/evaluation/grid.png")
 
 
 def test_worse_than_base_is_refused_and_no_champion_appears(registry):
@@ -77,6 +84,9 @@ def test_a_deliberately_worse_challenger_is_refused_and_the_champion_stays(regis
     tags = client.get_model_version(NAME, v2).tags
     assert tags["gate.verdict"] == "refused" and tags["gate.failed_checks"] == "clip_i,prior_drift"
     assert tags["gate.reference"] == f"champion v{v1}"
+    text = client.get_model_version(NAME, v2).description
+    assert text.startswith(f"REFUSED (failed clip_i, prior_drift) vs champion v{v1}: ")
+    assert "✗ CLIP-I 0.7000 vs reference 0.8000 (margin 0.01)" in text and "✗ prior drift 0.5000" in text
 
 
 def test_a_better_challenger_takes_over_and_there_is_one_champion(registry):
@@ -97,6 +107,8 @@ def test_the_champion_again_is_a_no_op(registry):
     promote(NAME, uri, RULE)
     verdict = promote(NAME, uri, RULE)
     assert verdict.reference == "self" and verdict.passed and not verdict.promoted
+    text = client.get_model_version(NAME, v1).description
+    assert text.startswith("PASSED, already champion (vs itself): ✓ v1 is the champion · CLIP-I 0.8000")
     assert alias(client, "champion") == v1
 
 

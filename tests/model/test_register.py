@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from components.base_model import model_identity, resolve_model
+from components.curate import CurateResult
 from components.pipeline import run_caption, run_curate, run_evaluate, run_prior, run_register, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +94,22 @@ def test_registers_once_with_alias_lineage_and_artifacts(evaluated, tmp_path, mo
     assert len(client.get_metric_history(first.run_id, "train_loss")) == 6
     artifacts = {a.path for a in client.list_artifacts(first.run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/grid.png", "evaluation/report.md"} <= artifacts
+    # The HTML report (images inline) is an artifact of the registered run, the same bytes as the workspace's.
+    assert "evaluation/report.html" in artifacts
+    logged = Path(mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="evaluation/report.html"))
+    assert logged.read_bytes() == (layout.evaluation / "report.html").read_bytes()
+    # MLflow's own fields: what the concept is, and the version's numbers before any gate, with its grid.
+    numbers = json.loads((layout.evaluation / "metrics.json").read_text())
+    photos = numbers["settings"]["instance_images"]
+    assert photos == len(CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)) > 0
+    described = client.get_registered_model("toy-robot").description
+    for part in ("one particular robot", '"sks robot"', "conceptlab/tiny-sd", model_identity("tiny-sd")["sha256"][:12]):
+        assert part in described
+    assert (
+        "revision 0123456789abcdef" in described
+        and f"v{first.version} learned it from {photos} accepted photos" in described
+    )
+    assert_pending_description(client, first.version, numbers["metrics"], run)
     assert json.loads((layout.registration).read_text())["version"] == first.version
 
     # An evaluate-only change: same adapter, same version, but the new numbers reach the registry as a
@@ -107,6 +124,7 @@ def test_registers_once_with_alias_lineage_and_artifacts(evaluated, tmp_path, mo
     client = MlflowClient(tracking_uri=cfg.params.registry.tracking_uri)
     version = client.get_model_version("toy-robot", first.version)
     assert version.tags["conceptlab.eval_run_id"] == second.eval_run_id
+    assert_pending_description(client, first.version, new, client.get_run(second.eval_run_id))
     evaluation = client.get_run(second.eval_run_id)
     assert evaluation.data.metrics["clip_i"] == pytest.approx(new["clip_i"])
     assert evaluation.data.metrics["clip_i"] != client.get_run(first.run_id).data.metrics["clip_i"]
@@ -123,10 +141,26 @@ def test_registers_once_with_alias_lineage_and_artifacts(evaluated, tmp_path, mo
 
     verdict = promote("toy-robot", cfg.params.registry.tracking_uri, cfg.params.promotion)
     assert verdict.challenger["clip_i"] == pytest.approx(new["clip_i"])
+    gated = client.get_model_version("toy-robot", first.version).description
+    assert gated.startswith(("PASSED", "REFUSED")) and f"CLIP-I {new['clip_i']:.4f} vs reference" in gated
     # Registering again with nothing new logs nothing.
     third = run_register(cfg2, layout)
     assert not third.eval_recorded and third.eval_run_id == second.eval_run_id
     assert len(client.search_runs([client.get_experiment_by_name("conceptlab").experiment_id])) == 2
+
+
+def assert_pending_description(client, version, metrics, eval_run):
+    text = client.get_model_version("toy-robot", version).description
+    assert text.startswith("Not yet gated · ")
+    for part in (
+        f"CLIP-I {metrics['clip_i']:.4f}",
+        f"gain {metrics['clip_i_gain']:+.4f}",
+        f"CLIP-T {metrics['clip_t']:.4f}",
+        f"prior drift {metrics['prior_drift']:.4f}",
+    ):
+        assert part in text
+    assert text.endswith(f"Grid: {eval_run.info.artifact_uri}/evaluation/grid.png"), "the version's own run's grid"
+    assert "\n" not in text
 
 
 def test_a_new_adapter_is_a_new_version_and_takes_the_alias(evaluated):
@@ -140,6 +174,8 @@ def test_a_new_adapter_is_a_new_version_and_takes_the_alias(evaluated):
     assert second.created and int(second.version) == int(first.version) + 1
     mlflow.set_tracking_uri(cfg.params.registry.tracking_uri)
     assert str(MlflowClient().get_model_version_by_alias("toy-robot", "challenger").version) == second.version
+    described = MlflowClient().get_registered_model("toy-robot").description
+    assert f"Challenger v{second.version} learned it from" in described, "the description follows the registration"
 
 
 def test_stale_evaluation_is_refused(evaluated):
