@@ -141,3 +141,39 @@ def test_merge_takes_each_stage_from_the_side_that_changed_it():
 
     _, conflicts = merge(base, ours, {**theirs, "stages": {**theirs["stages"], "train@a": {"md5": 5}}})
     assert conflicts == ["stages.train@a"]
+
+
+@pytest.mark.slow
+def test_the_flow_run_fails_before_registering_when_its_commit_cannot_be_pushed(tmp_path, prefect_harness):
+    """train_concept as a deployment runs it (git_push): a colleague pushed a change to the concept's
+    inputs while it trained. The run fails at push_commit (no retries: a conflict is not transient),
+    nothing is registered, and the remote keeps the colleague's commit."""
+    from mlflow import MlflowClient
+    from prefect.states import State
+
+    from flows.train_concept import train_concept
+    from tests.conftest import FAST_FLOW_PARAMS, make_project_repo
+
+    source = make_project_repo(tmp_path / "source", FAST_FLOW_PARAMS)
+    run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "dvc-remote")], source)
+    run(["git", "commit", "-qam", "DVC remote"], source)
+    run(["dvc", "push", "-q"], source)
+    run(["git", "clone", "-q", "--bare", str(source), str(tmp_path / "origin.git")], tmp_path)
+    run(["git", "clone", "-q", str(tmp_path / "origin.git"), "worker"], tmp_path)
+    worker = tmp_path / "worker"
+    run(["dvc", "pull", "-q"], worker)  # the photos, as prefect.yaml's pull step gets them
+    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], source)
+    concept_yaml = source / "concepts" / "toy-robot" / "concept.yaml"
+    concept_yaml.write_text(concept_yaml.read_text().replace("overrides: {}", "overrides: {train: {seed: 1}}"))
+    assert concept_yaml.read_text() != run(["git", "show", "HEAD:concepts/toy-robot/concept.yaml"], source)
+    run(["git", "commit", "-qam", "a colleague edits the concept"], source)
+    run(["git", "push", "-q", "origin", "main"], source)
+
+    state: State = train_concept("toy-robot", repo=str(worker), git_push=True, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(dvc_repo.LineageConflict, match="changed what toy-robot's stages depend on"):
+        state.result()
+    assert head(tmp_path / "origin.git", "main") == head(source), "the remote keeps the colleague's commit"
+    store = f"sqlite:///{worker}/mlflow.db"
+    assert not (worker / "mlflow.db").exists() or MlflowClient(store).search_registered_models() == []

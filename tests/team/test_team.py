@@ -11,6 +11,7 @@ import json
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.team import topology
 
 pytestmark = pytest.mark.slow
 
-CONCEPT = "toy-purple-triangle"
+CONCEPT = topology.TRAIN_RUN[1].removeprefix("concept=")
 # Committed in the team's repository: a few steps of everything, so one run takes seconds, and a gate
 # that passes an adapter this short (the quality tests hold the gate to learning).
 TEAM_PARAMS = {
@@ -88,13 +89,19 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         env = topology.team_env(prefect, mlflow, s3_server, remote.url)
         topology.deploy(env)
         lap("deploy")
-        worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker", limit=1)
+        worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker")
         started.append(worker)
         lap("worker start")
 
-        train_run = topology.run_deployment("train-concept/train-concept", env, f"concept={CONCEPT}")
+        # While the worker trains, a colleague pushes an unrelated commit: the run's lineage commit is
+        # rebased over it before it is pushed and registered.
+        with ThreadPoolExecutor(1) as pool:
+            training = pool.submit(topology.run_deployment, *topology.TRAIN_RUN[:1], env, *topology.TRAIN_RUN[1:])
+            _wait_until_running(prefect.url, training)
+            colleague = _push_unrelated_commit(remote)
+            train_run = training.result()
         lap("train-concept run")
-        retrain_run = topology.run_deployment("retrain/retrain-nightly", env)
+        retrain_run = topology.run_deployment(*topology.RETRAIN_RUN, env)
         lap("retrain run")
 
         # MLflow, from outside: one version, challenger and (after retrain's gate) champion.
@@ -106,6 +113,7 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         version = client.get_model_version(CONCEPT, "1")
         commit = version.tags["conceptlab.git_commit"]
         assert commit == remote.head(), "the version names the commit the team's remote holds"
+        assert topology._git(["rev-parse", f"{commit}^"], remote.path).strip() == colleague, "rebased"
 
         # The adapter through git + DVC alone: a new clone at that commit, `dvc pull` from S3.
         clone = remote.clone(tmp_path / "new-member", rev=commit)
@@ -126,6 +134,29 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         prefect_db.drop()
         mlflow_db.drop()
         print("team test timings (s):", json.dumps(timings))
+
+
+def _wait_until_running(api: str, training, timeout: float = 900) -> None:
+    """Until the train-concept flow run is Running: its worker has cloned the repository."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
+        if _api(api, "/flow_runs/filter", body):
+            return
+        if training.done():
+            training.result()  # raises what went wrong
+            raise AssertionError("the run finished before the test saw it Running")
+        time.sleep(1)
+    raise AssertionError(f"no flow run was Running after {timeout:.0f} s")
+
+
+def _push_unrelated_commit(remote: topology.BareRemote) -> str:
+    notes = remote.source / "NOTES.md"
+    notes.write_text("A colleague's note, pushed while the worker trains.\n")
+    topology._git(["add", "NOTES.md"], remote.source)
+    topology._git(["commit", "-q", "-m", "a colleague's unrelated commit"], remote.source)
+    topology._git(["push", "-q", "origin", "main"], remote.source)
+    return topology._git(["rev-parse", "HEAD"], remote.source).strip()
 
 
 def _credentials() -> dict[str, str]:

@@ -10,6 +10,7 @@ tests/code/test_team_commands.py checks that the README shows exactly those).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -25,14 +26,29 @@ ROOT = Path(__file__).resolve().parents[2]
 TEAM_SH = "infra/team.sh"
 PG = "postgres@127.0.0.1:5432"
 
-# The commands infra/README.md's "Bring it up" block shows, in order; the team test runs each of them.
+
+
+def service_command(*args: str) -> list[str]:
+    """`infra/team.sh <subcommand> ...`, run from the repository root."""
+    return [TEAM_SH, *args]
+
+
+def deployment_run_command(name: str, *params: str) -> list[str]:
+    """`uv run prefect deployment run <flow>/<deployment> -p k=v ... --watch` (waits; fails if the run fails)."""
+    return ["uv", "run", "prefect", "deployment", "run", name, *(a for p in params for a in ("-p", p)), "--watch"]
+
+
+TRAIN_RUN = ("train-concept/train-concept", "concept=toy-purple-triangle")
+RETRAIN_RUN = ("retrain/retrain-nightly",)
+# The commands infra/README.md and README.md show, in order ("&": a service, left running); the team
+# test runs each of them (tests/code/test_team_commands.py checks both READMEs against this list).
 TEAM_COMMANDS = [
-    "infra/team.sh prefect-server &",
-    "infra/team.sh mlflow-server &",
-    "infra/team.sh deploy",
-    "infra/team.sh worker conceptlab-gpu &",
-    "uv run prefect deployment run train-concept/train-concept -p concept=toy-purple-triangle --watch",
-    "uv run prefect deployment run retrain/retrain-nightly --watch",
+    shlex.join(service_command("prefect-server")) + " &",
+    shlex.join(service_command("mlflow-server")) + " &",
+    shlex.join(service_command("deploy")),
+    shlex.join(service_command("worker", "conceptlab-gpu")) + " &",
+    shlex.join(deployment_run_command(*TRAIN_RUN)),
+    shlex.join(deployment_run_command(*RETRAIN_RUN)),
 ]
 
 
@@ -195,7 +211,7 @@ def start_prefect_server(db: Database, home: Path, timeout: float = 300, wait: b
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_UI_ENABLED="false",  # the UI's static build costs seconds and nothing here reads it
     )
-    proc = start("prefect-server", [TEAM_SH, "prefect-server"], env, home)
+    proc = start("prefect-server", service_command("prefect-server"), env, home)
     proc.url = f"http://127.0.0.1:{port}/api"
     proc.health_url = f"{proc.url}/health"
     return proc.wait_ready(timeout) if wait else proc
@@ -213,7 +229,7 @@ def start_mlflow_server(
         MLFLOW_ARTIFACTS_DESTINATION=artifacts,
         **s3_env(s3_endpoint),
     )
-    proc = start("mlflow-server", [TEAM_SH, "mlflow-server"], env, log_dir)
+    proc = start("mlflow-server", service_command("mlflow-server"), env, log_dir)
     proc.url = f"http://127.0.0.1:{port}"
     proc.health_url = f"{proc.url}/health"
     return proc.wait_ready(timeout) if wait else proc
@@ -260,9 +276,7 @@ def start_worker(
     working folder of its own for the clones of its flow runs. Returns once the worker polls."""
     env = {**env, "UV_PROJECT_ENVIRONMENT": str(worker_venv), "PREFECT_WORKER_QUERY_SECONDS": "2"}
     env.pop("VIRTUAL_ENV", None)
-    cmd = [TEAM_SH, "worker", pool, "--name", f"{name}-{uuid.uuid4().hex[:6]}"]
-    if limit is not None:
-        cmd += ["--limit", str(limit)]
+    cmd = service_command("worker", pool, *(["--limit", str(limit)] if limit is not None else []))
     proc = start(name, cmd, env, log_dir)
     deadline = time.monotonic() + 180
     while "started!" not in proc.log() and "polling" not in proc.log().lower():
@@ -287,15 +301,13 @@ def team_command(args: list[str], env: dict[str, str], timeout: float = 900) -> 
 
 def deploy(env: dict[str, str], gpu_pool_type: str = "process") -> str:
     """`infra/team.sh deploy`: work pools, concurrency limits, `prefect deploy --all` from prefect.yaml."""
-    return team_command([TEAM_SH, "deploy"], {**env, "CONCEPTLAB_GPU_POOL_TYPE": gpu_pool_type})
+    return team_command(service_command("deploy"), {**env, "CONCEPTLAB_GPU_POOL_TYPE": gpu_pool_type})
 
 
 def run_deployment(name: str, env: dict[str, str], *params: str, timeout: float = 900) -> str:
-    """`uv run prefect deployment run <name> -p k=v ... --watch`; returns the flow run's id."""
-    args = [uv(), "run", "--frozen", "prefect", "deployment", "run", name]
-    for param in params:
-        args += ["-p", param]
-    out = team_command([*args, "--watch"], env, timeout=timeout)
+    """`uv run prefect deployment run <name> -p k=v ... --watch`; returns the flow run's id once it
+    Completed (raises with the output if it did not)."""
+    out = team_command(deployment_run_command(name, *params), env, timeout=timeout)
     return out.split("UUID:", 1)[1].split()[0]
 
 
