@@ -5,6 +5,20 @@ Each start_* function returns a handle whose stop() ends what it started (the pr
 and whose log() shows the process's output; handles are context managers too. The services are
 started through infra/team.sh, the commands infra/README.md shows (TEAM_COMMANDS lists them, and
 tests/code/test_team_commands.py checks that the README shows exactly those).
+
+Usage (tests/team/test_team.py does this, with try/finally):
+
+    prefect_db, mlflow_db = create_database("x_prefect"), create_database("x_mlflow")
+    prefect = start_prefect_server(prefect_db, tmp / "prefect", wait=False)   # both start in parallel
+    mlflow = start_mlflow_server(mlflow_db, s3_endpoint, "s3://mlflow-artifacts/x", tmp / "mlflow", wait=False)
+    remote = make_bare_remote(tmp / "git", params_overrides, "s3://dvc-store/x", s3_endpoint)
+    venv, seconds = make_worker_env(tmp / "worker-venv")                     # once; workers can share it
+    prefect.wait_ready(); mlflow.wait_ready()
+    env = team_env(prefect, mlflow, s3_endpoint, remote.url)
+    deploy(env)                                                              # pools, limits, prefect deploy
+    worker = start_worker("conceptlab-gpu", env, venv, tmp / "w1", limit=1, name="worker-1")
+    run_id = run_deployment("train-concept/train-concept", env, "concept=toy-purple-triangle")
+    ... worker.stop(); mlflow.stop(); prefect.stop(); prefect_db.drop(); mlflow_db.drop()
 """
 
 from __future__ import annotations
