@@ -116,7 +116,7 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
