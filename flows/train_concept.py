@@ -15,7 +15,6 @@ from prefect.tasks import exponential_backoff
 from components.pipeline import lineage
 from flows import dvc_repo
 from flows.common import ConceptContext, concept_context
-from flows.promote import gate_outcome, promote
 from flows.report import metrics_rows, report_markdown
 
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.2)
@@ -104,5 +103,7 @@ def train_concept(
     result = {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
     if not gate:
         return Completed(message=f"trained v{registration.version}", data=result)
+    from flows.promote import gate_outcome, promote  # here: flows.promote imports this module
+
     result["verdict"] = promote(concept, repo=repo)
     return Completed(message=gate_outcome(result["verdict"]), data=result)

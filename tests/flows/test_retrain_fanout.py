@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from flows.retrain import retrain
@@ -62,7 +64,17 @@ def served_train_concept(two_concepts, tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    yield f"train-concept/{name}"
+    deployment = f"train-concept/{name}"
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 300
+        while True:  # serve() registers the deployment once its process has imported the flow
+            try:
+                client.read_deployment_by_name(deployment)
+                break
+            except ObjectNotFound:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(2)
+    yield deployment
     proc.terminate()
     proc.wait(timeout=60)
 
