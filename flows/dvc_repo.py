@@ -42,10 +42,14 @@ class ReproReport:
     output: str
 
 
-def _env() -> dict[str, str]:
-    # Stage commands call `conceptlab`: put this interpreter's scripts folder first on PATH.
+def _env(repo: Path) -> dict[str, str]:
+    # Stage commands call `conceptlab`: put this interpreter's scripts folder first on PATH, and the
+    # repository first on PYTHONPATH, so a stage runs the code that dvc.lock hashes (the repository's
+    # components/), not whichever checkout the environment's editable install points at (on a worker,
+    # each flow run's `uv sync` re-points it at its own clone).
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    pythonpath = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": pythonpath}
 
 
 def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True) -> str:
@@ -55,7 +59,7 @@ def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True
         proc = subprocess.run(
             [sys.executable, "-m", "dvc", *args],
             cwd=repo,
-            env=_env(),
+            env=_env(Path(repo).resolve()),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -140,18 +144,89 @@ def commit_lock(repo: Path, concept: str) -> str:
     return git(repo, "rev-parse", "HEAD").stdout.strip()
 
 
-def push_commit(repo: Path, commit: str) -> bool:
-    """Pushes the lineage commit to the branch it was made on at `origin`, so that the revision a
-    model version names exists beyond this clone (a worker's clone is thrown away). A rejected push
-    (the branch moved meanwhile) raises: the next run reproduces on top of the new branch. Without
-    an `origin` remote (a checkout of its own) there is nowhere to push: returns False."""
+class LineageConflict(GitError):
+    """The branch moved meanwhile in a way this run's lineage commit cannot be rebased over."""
+
+
+MERGE_DRIVER = "conceptlab-dvc-lock"
+
+
+def _merge_driver_args() -> list[str]:
+    """`-c` settings that make git merge dvc.lock stage by stage (flows/dvc_lock_merge.py); the
+    attribute that selects the driver is set in the clone's .git/info/attributes (untracked)."""
+    script = Path(__file__).with_name("dvc_lock_merge.py")
+    return [
+        "-c", f"merge.{MERGE_DRIVER}.name=dvc.lock stage by stage",
+        "-c", f'merge.{MERGE_DRIVER}.driver="{sys.executable}" "{script}" %O %A %B',
+    ]  # fmt: skip
+
+
+def _select_merge_driver(repo: Path) -> None:
+    attributes = Path(git(repo, "rev-parse", "--git-path", "info/attributes").stdout.strip())
+    attributes = attributes if attributes.is_absolute() else repo / attributes
+    line = f"dvc.lock merge={MERGE_DRIVER}"
+    text = attributes.read_text() if attributes.exists() else ""
+    if line not in text.splitlines():
+        attributes.parent.mkdir(parents=True, exist_ok=True)
+        attributes.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
+
+
+def _rebase_onto_remote(repo: Path, branch: str, concept: str, push_error: str) -> None:
+    """Rebases this clone's commits over what others pushed to `origin` meanwhile. dvc.lock merges stage
+    by stage, so other concepts' runs never conflict with this one; a conflict left (the same concept's
+    entries or files changed on both sides) or commits that changed what this concept's stages depend
+    on raise LineageConflict, with the branch as it was before the rebase."""
+    git(repo, "fetch", "-q", "origin", branch)
+    upstream = git(repo, "rev-parse", "FETCH_HEAD").stdout.strip()
+    before = git(repo, "rev-parse", "HEAD").stdout.strip()
+    if git(repo, "merge-base", "--is-ancestor", upstream, before, check=False).returncode == 0:
+        raise GitError(f"{repo}: `git push origin` failed, and not because {branch} moved:\n{push_error[-4000:]}")
+    _select_merge_driver(repo)
+    rebase = git(
+        repo, *identity_args(repo), *_merge_driver_args(), "rebase", "--autostash", upstream, check=False
+    )
+    if rebase.returncode != 0:
+        conflicted = git(repo, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
+        git(repo, "rebase", "--abort", check=False)
+        raise LineageConflict(
+            f"{repo}: origin/{branch} moved to {upstream[:12]} with changes that conflict with this run's "
+            f"commit in {', '.join(conflicted) or 'the working tree'}:\n{(rebase.stdout + rebase.stderr)[-2000:]}\n"
+            f"Nothing was registered; run {concept} again on top of the new {branch}."
+        )
+    changed = changed_stages(repo, concept)
+    if changed:
+        git(repo, "reset", "-q", "--keep", before, check=False)
+        raise LineageConflict(
+            f"{repo}: commits pushed to origin/{branch} meanwhile (now {upstream[:12]}) changed what "
+            f"{concept}'s stages depend on ({', '.join(changed)} out of date on top of them), so this "
+            f"run's adapter does not belong to the new {branch}. Nothing was registered; run {concept} again."
+        )
+
+
+def push_commit(repo: Path, commit: str, concept: str, attempts: int = 4) -> str | None:
+    """Pushes the lineage commit (HEAD) to the branch it was made on at `origin`, so that the revision a
+    model version names exists beyond this clone (a worker's clone is thrown away). If the branch moved
+    meanwhile, rebases over it (see _rebase_onto_remote) and pushes again, up to ``attempts`` times.
+    Returns the commit the remote now holds: ``commit`` or its rebased copy, checked against the
+    remote's branch. Without an `origin` remote (a checkout of its own) there is nowhere to push:
+    returns None."""
     if "origin" not in git(repo, "remote").stdout.split():
-        return False
+        return None
     branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
     if branch == "HEAD":
         raise GitError(f"{repo}: detached HEAD; check out a branch to push the lineage commit to")
-    git(repo, "push", "-q", "origin", f"{commit}:refs/heads/{branch}")
-    return True
+    if git(repo, "rev-parse", "HEAD").stdout.strip() != commit:
+        raise GitError(f"{repo}: HEAD is not the lineage commit {commit[:12]}; nothing to push")
+    for _ in range(attempts):
+        pushed = git(repo, "push", "-q", "origin", f"HEAD:refs/heads/{branch}", check=False)
+        if pushed.returncode == 0:
+            head = git(repo, "rev-parse", "HEAD").stdout.strip()
+            git(repo, "fetch", "-q", "origin", branch)  # what the remote holds now, not what we think
+            if git(repo, "merge-base", "--is-ancestor", head, "FETCH_HEAD", check=False).returncode != 0:
+                raise GitError(f"{repo}: origin/{branch} does not contain {head[:12]} after the push")
+            return head
+        _rebase_onto_remote(repo, branch, concept, pushed.stderr)
+    raise GitError(f"{repo}: origin/{branch} moved again during each of {attempts} rebase-and-push attempts")
 
 
 def push(repo: Path, remote: str | None = None) -> str:

@@ -38,10 +38,28 @@ def push(ctx: ConceptContext, remote: str | None) -> None:
     dvc_repo.push(ctx.repo, remote)
 
 
-@task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
-def push_commit(ctx: ConceptContext, revision: str) -> None:
-    if not dvc_repo.push_commit(ctx.repo, revision):
+def _retry_unless_conflict(task, task_run, state) -> bool:
+    """A rejected or failed push is retried; a real conflict (LineageConflict) is not: it fails the run."""
+    try:
+        state.result()
+    except dvc_repo.LineageConflict:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(cache_policy=NO_CACHE, tags=["dvc-repo"], retry_condition_fn=_retry_unless_conflict, **NETWORK_RETRIES)
+def push_commit(ctx: ConceptContext, revision: str) -> str:
+    """Pushes the lineage commit, rebased over what others pushed meanwhile; returns the commit the
+    remote holds, which is what the model version names."""
+    pushed = dvc_repo.push_commit(ctx.repo, revision, ctx.cfg.concept.name)
+    if pushed is None:
         get_run_logger().warning("%s has no git remote `origin`: commit %s stays local", ctx.repo, revision)
+        return revision
+    if pushed != revision:
+        get_run_logger().info("rebased %s over commits pushed meanwhile: %s", revision[:12], pushed[:12])
+    return pushed
 
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
@@ -97,7 +115,7 @@ def train_concept(
         push(ctx, remote)
     revision = commit(ctx) if commit_lock else "uncommitted"
     if commit_lock and git_push:
-        push_commit(ctx, revision)
+        revision = push_commit(ctx, revision)  # a conflict fails the run here, before register
     registration = register(ctx, revision)
     publish(ctx, registration, report)
     result = {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The team's services and deployments, one subcommand each, in the order infra/README.md shows them.
+# Settings come from the environment (infra/.env.example names them); the test that runs the whole
+# topology on loopback (tests/team/test_team.py) runs exactly these subcommands.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  prefect-server)  # API + UI on PREFECT_SERVER_API_HOST:PREFECT_SERVER_API_PORT (default 127.0.0.1:4200);
+                   # its database: PREFECT_API_DATABASE_CONNECTION_URL (postgresql+asyncpg://...)
+    exec uv run --frozen prefect server start
+    ;;
+  mlflow-server)   # runs and registry in MLFLOW_BACKEND_STORE_URI (postgresql://...); artifacts proxied
+                   # to MLFLOW_ARTIFACTS_DESTINATION (s3://...), so clients need no S3 credentials
+    export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"  # 7 idle consumers otherwise
+    exec uv run --frozen mlflow server --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}" \
+      --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
+      --workers "${MLFLOW_WORKERS:-1}"
+    ;;
+  deploy)          # work pools, concurrency limits, then prefect.yaml's deployments; each can run again
+    uv run --frozen prefect work-pool create conceptlab-cpu --type process --overwrite
+    if [ "${CONCEPTLAB_GPU_POOL_TYPE:-kubernetes}" = kubernetes ]; then
+      uv run --frozen prefect work-pool create conceptlab-gpu --type kubernetes \
+        --base-job-template infra/k8s/gpu-work-pool.json --overwrite
+    else           # one machine with its GPUs: a process pool
+      uv run --frozen prefect work-pool create conceptlab-gpu --type "$CONCEPTLAB_GPU_POOL_TYPE" --overwrite
+    fi
+    uv run --frozen prefect concurrency-limit create dvc-repo 1          # one DVC writer per repository at a time
+    uv run --frozen prefect concurrency-limit create gpu "${CONCEPTLAB_GPUS:-1}"  # trainings at once, server-wide
+    uv run --frozen prefect --no-prompt deploy --all
+    ;;
+  worker)          # a process worker on pool $2; each flow run clones CONCEPTLAB_GIT_URL (prefect.yaml pull
+                   # steps) and syncs that revision into UV_PROJECT_ENVIRONMENT, the worker's environment
+    exec uv run --frozen --no-dev prefect worker start --pool "${2:?usage: team.sh worker <pool> [--limit N]}" "${@:3}"
+    ;;
+  *)
+    echo "usage: infra/team.sh prefect-server | mlflow-server | deploy | worker <pool> [--limit N]" >&2
+    exit 2
+    ;;
+esac

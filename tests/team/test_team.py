@@ -1,0 +1,142 @@
+"""The team topology for real, as processes on loopback: a Prefect server and an MLflow server on
+PostgreSQL, MLflow artifacts and the DVC remote on S3 (moto's server), a bare git repository as the
+team's remote, a process worker with an environment of its own. The test runs the commands
+infra/README.md shows (topology.TEAM_COMMANDS) and checks the outcome from outside: the MLflow
+registry, a fresh clone + `dvc pull` at the registered commit, and the Prefect API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.team import topology
+
+pytestmark = pytest.mark.slow
+
+CONCEPT = "toy-purple-triangle"
+# Committed in the team's repository: a few steps of everything, so one run takes seconds, and a gate
+# that passes an adapter this short (the quality tests hold the gate to learning).
+TEAM_PARAMS = {
+    "concepts": [CONCEPT],
+    "promotion": {"min_clip_i_gain": -1.0, "clip_i_margin": 1.0, "clip_t_margin": 1.0, "max_prior_drift": 2.0},
+    "prior": {"num_images": 2, "steps": 2, "batch_size": 2},
+    "train": {"max_steps": 4, "batch_size": 1, "checkpoint_every": 2},
+    "evaluate": {
+        "seeds": [0],
+        "steps": 2,
+        "prompts": ["a photo of a {instance}"],
+        "class_prompts": ["a photo of a {class_noun}"],
+    },
+}
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict | list:
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
+    import boto3
+    from mlflow import MlflowClient
+
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        timings[name] = round(time.monotonic() - clock, 1)
+        clock = time.monotonic()
+
+    prefix = uuid.uuid4().hex[:8]
+    s3 = boto3.client("s3", endpoint_url=s3_server, **_credentials())
+    for bucket in ("dvc-store", "mlflow-artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    prefect_db = topology.create_database("conceptlab_team_prefect")
+    mlflow_db = topology.create_database("conceptlab_team_mlflow")
+    started: list[topology.Process] = []
+    try:
+        # The two servers start in parallel (each migrates its own PostgreSQL database).
+        prefect = topology.start_prefect_server(prefect_db, tmp_path / "prefect", wait=False)
+        started.append(prefect)
+        mlflow = topology.start_mlflow_server(
+            mlflow_db, s3_server, f"s3://mlflow-artifacts/{prefix}", tmp_path / "mlflow", wait=False
+        )
+        started.append(mlflow)
+        remote = topology.make_bare_remote(tmp_path / "git", TEAM_PARAMS, f"s3://dvc-store/{prefix}", s3_server)
+        worker_venv, _ = topology.make_worker_env(tmp_path / "worker-venv")
+        lap("bare remote + worker environment")
+        prefect.wait_ready()
+        mlflow.wait_ready()
+        lap("servers ready")
+
+        env = topology.team_env(prefect, mlflow, s3_server, remote.url)
+        topology.deploy(env)
+        lap("deploy")
+        worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker", limit=1)
+        started.append(worker)
+        lap("worker start")
+
+        train_run = topology.run_deployment("train-concept/train-concept", env, f"concept={CONCEPT}")
+        lap("train-concept run")
+        retrain_run = topology.run_deployment("retrain/retrain-nightly", env)
+        lap("retrain run")
+
+        # MLflow, from outside: one version, challenger and (after retrain's gate) champion.
+        client = MlflowClient(tracking_uri=mlflow.url)
+        versions = client.search_model_versions(f"name = '{CONCEPT}'")
+        assert [v.version for v in versions] == ["1"], "retrain found the same adapter: no second version"
+        registered = client.get_registered_model(CONCEPT)
+        assert registered.aliases == {"challenger": "1", "champion": "1"}
+        version = client.get_model_version(CONCEPT, "1")
+        commit = version.tags["conceptlab.git_commit"]
+        assert commit == remote.head(), "the version names the commit the team's remote holds"
+
+        # The adapter through git + DVC alone: a new clone at that commit, `dvc pull` from S3.
+        clone = remote.clone(tmp_path / "new-member", rev=commit)
+        _dvc_pull(clone, env)
+        adapter = clone / "work" / CONCEPT / "adapter" / "pytorch_lora_weights.safetensors"
+        assert _sha256(adapter) == version.tags["conceptlab.adapter_sha256"]
+
+        # Prefect, from outside: both runs Completed, the train run's report and metrics artifacts.
+        for run_id in (train_run, retrain_run):
+            state = _api(prefect.url, f"/flow_runs/{run_id}")["state"]
+            assert state["type"] == "COMPLETED", state
+        artifacts = _api(prefect.url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [train_run]}}})
+        assert {a["key"] for a in artifacts} >= {f"{CONCEPT}-report", f"{CONCEPT}-metrics"}
+        lap("checks from outside")
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        prefect_db.drop()
+        mlflow_db.drop()
+        print("team test timings (s):", json.dumps(timings))
+
+
+def _credentials() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def _dvc_pull(clone: Path, env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "pull", f"train@{CONCEPT}"], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
