@@ -33,11 +33,11 @@ CONCEPTS = ["toy-purple-triangle", "toy-white-diamond", "toy-orange-star"]
 # Short runs of the real stages (the toy world's 32 px base): fewer priors, sampler steps and training steps.
 PARAMS = {
     "concepts": CONCEPTS,
-    "prior": {"num_images": 4, "steps": 8, "batch_size": 4},
-    "train": {"max_steps": 40, "batch_size": 2, "checkpoint_every": 40},
+    "prior": {"num_images": 2, "steps": 4, "batch_size": 2},
+    "train": {"max_steps": 20, "batch_size": 1, "checkpoint_every": 20},
     "evaluate": {
-        "seeds": [0, 1],
-        "steps": 8,
+        "seeds": [0],
+        "steps": 4,
         "prompts": ["a photo of a {instance}", "a photo of a {instance} on a blue background"],
         "class_prompts": ["a photo of a {class_noun}"],
     },
@@ -66,9 +66,7 @@ def one_configuration(workers: int, services: dict, work: Path) -> dict:
 
     folder = work / f"workers-{workers}"
     folder.mkdir()
-    remote = topology.make_bare_remote(
-        folder, PARAMS, f"s3://dvc-store/fanout-{workers}", dvc_endpoint=services["s3"]
-    )
+    remote = topology.make_bare_remote(folder, PARAMS, f"s3://dvc-store/fanout-{workers}", dvc_endpoint=services["s3"])
     env = topology.team_env(
         services["prefect"], services["mlflow"], services["s3"], remote.url, CONCEPTLAB_GPUS=str(workers)
     )
@@ -100,25 +98,21 @@ def one_configuration(workers: int, services: dict, work: Path) -> dict:
 
 
 def main() -> None:
-    from moto.server import ThreadedMotoServer
-
-    work = Path(tempfile.mkdtemp(prefix="conceptlab-fanout-"))
-    port = topology.free_port()
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    s3.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(topology.s3_env(endpoint))
     import boto3
 
+    work = Path(tempfile.mkdtemp(prefix="conceptlab-fanout-"))
+    endpoint, s3 = topology.start_s3_server()
+    os.environ.update(topology.s3_env(endpoint))  # this process's MLflow client deletes registered models
     for bucket in ("dvc-store", "mlflow-artifacts"):
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-
     dbs = [topology.create_database("fanout_prefect"), topology.create_database("fanout_mlflow")]
     servers = []
     try:
-        servers.append(topology.start_prefect_server(dbs[0], work / "prefect-home"))
-        servers.append(topology.start_mlflow_server(dbs[1], endpoint, "s3://mlflow-artifacts/team", work))
+        servers.append(topology.start_prefect_server(dbs[0], work / "prefect-home", wait=False))
+        servers.append(topology.start_mlflow_server(dbs[1], endpoint, "s3://mlflow-artifacts/team", work, wait=False))
         venv, venv_s = topology.make_worker_env(work / "worker-venv")
+        for server in servers:
+            server.wait_ready()
         services = {"prefect": servers[0], "mlflow": servers[1], "s3": endpoint, "venv": venv}
         rows = [one_configuration(n, services, work) for n in (1, 2)]
     finally:

@@ -7,7 +7,7 @@ deployment (``run_deployment``, with ``gate=True`` so the gate runs in the same 
 workspace that trained it). A worker picks each run up and clones the repository fresh, so two
 concepts never share a DVC workspace, a dvc.lock or DVC's repository lock; each pushes its own
 lineage commit (a rebase over the others' pushes, dvc.lock merged stage by stage by
-flows/lock_merge.py). How many train at once is the GPU work pool's business: one worker slot per
+flows/dvc_lock_merge.py). How many train at once is the GPU work pool's business: one worker slot per
 device (`prefect worker start --limit 1` per GPU, or the pool's concurrency limit), and the `gpu`
 tag's global concurrency limit on the training task bounds it across pools.
 

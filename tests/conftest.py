@@ -106,7 +106,7 @@ def s3(s3_server, monkeypatch):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", ".gitignore", ".gitattributes", ".dvcignore", "components", "models", "concepts/toy-robot")
+PROJECT_FILES = ("dvc.yaml", ".gitignore", ".dvcignore", "components", "models", "concepts/toy-robot")
 
 
 def run(cmd: list[str], cwd: Path, **kwargs) -> str:

@@ -90,6 +90,8 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         lap("deploy")
         worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker", limit=1)
         started.append(worker)
+        # retrain-nightly runs on the CPU pool: on the GPU worker's only slot it would wait for its own runs.
+        started.append(topology.start_worker("conceptlab-cpu", env, worker_venv, tmp_path / "cpu-worker"))
         lap("worker start")
 
         train_run = topology.run_deployment("train-concept/train-concept", env, f"concept={CONCEPT}")

@@ -31,6 +31,7 @@ TEAM_COMMANDS = [
     "infra/team.sh mlflow-server &",
     "infra/team.sh deploy",
     "infra/team.sh worker conceptlab-gpu &",
+    "infra/team.sh worker conceptlab-cpu &",  # retrain-nightly: it dispatches a train-concept run per concept
     "uv run prefect deployment run train-concept/train-concept -p concept=toy-purple-triangle --watch",
     "uv run prefect deployment run retrain/retrain-nightly --watch",
 ]
@@ -150,7 +151,9 @@ class Database:
         return f"postgresql+asyncpg://{PG}/{self.name}"
 
     @property
-    def psycopg2_url(self) -> str:  # MLflow; SQLAlchemy 2.1 would pick psycopg 3 for plain postgresql://, not in the lock
+    def psycopg2_url(
+        self,
+    ) -> str:  # MLflow; SQLAlchemy 2.1 would pick psycopg 3 for plain postgresql://, not in the lock
         return f"postgresql+psycopg2://{PG}/{self.name}"
 
     def drop(self) -> None:
@@ -217,6 +220,17 @@ def start_mlflow_server(
     proc.url = f"http://127.0.0.1:{port}"
     proc.health_url = f"{proc.url}/health"
     return proc.wait_ready(timeout) if wait else proc
+
+
+def start_s3_server():
+    """moto's S3 server mode on a free loopback port, in a thread of this process (as tests/conftest.py's
+    s3_server fixture, for scripts outside pytest). Returns (endpoint URL, the server: .stop() ends it)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return f"http://127.0.0.1:{port}", server
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
