@@ -55,10 +55,13 @@ def needs_training(repo: str, concept: str) -> tuple[bool, str]:
 
 
 def _failure(state: State) -> str:
-    """A failed run's reason in one line (the exception's last line, where Prefect's message holds it)."""
-    message = (state.message or state.name or "no message").strip()
-    lines = [line for line in message.splitlines() if line.strip()]
-    return "failed: " + (lines[-1] if lines else state.name)[:300]
+    """A failed run's reason in one line: the failing stage's own `error: ...` line (how the conceptlab
+    CLI reports bad input) where the message holds one, else the message's last line (for a DvcError
+    that is DVC's "failed to reproduce <stage>")."""
+    lines = [line.strip() for line in (state.message or "").splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    reason = errors[-1] if errors else lines[-1] if lines else state.name
+    return f"failed: {reason[:400]}"
 
 
 def outcome_of(state: State) -> str:
