@@ -268,7 +268,8 @@ def flow_retrain(repo: RepoOpt = Path(".")):
     from flows.retrain import retrain
 
     state = retrain(repo=str(repo), return_state=True)
-    for concept, result in state.result(raise_on_failure=False).items():
+    results = state.result(raise_on_failure=False)  # the outcomes, or the exception that stopped retrain
+    for concept, result in (results if isinstance(results, dict) else {}).items():
         console.print(f"{concept}: {result['outcome']} ({result['why']})")
     if not state.is_completed():
         console.print(f"[bold red]error:[/] {state.message}")

@@ -2,7 +2,7 @@
 as a deployment by a `flow.serve` process (a runner: the same dispatch path as a worker, minus the
 clone), retrain starts one run of it per due concept, and a concept whose photos are all rejected is
 named in the summary while the other is trained and gated. Then the same without a deployment (the
-local path: subflows in this checkout). The real team topology (server, workers, a clone per run)
+local path: subflows in this checkout), the failing concept first. The real team topology (server, workers, a clone per run)
 runs in benchmarks/fanout.py."""
 
 import json
@@ -34,7 +34,7 @@ def two_concepts(tmp_path, prefect_harness, flow_env, mlflow_server):
     """The sample concept and a copy of it whose photos are all too small (curate rejects each one)."""
     from PIL import Image
 
-    repo = make_project_repo(tmp_path / "repo", {**FLOW_PARAMS, "concepts": ["toy-robot", BROKEN]})
+    repo = make_project_repo(tmp_path / "repo", {**FLOW_PARAMS, "concepts": [BROKEN, "toy-robot"]})
     shutil.copytree(repo / "concepts/toy-robot", repo / f"concepts/{BROKEN}", ignore=shutil.ignore_patterns("*.dvc"))
     concept = repo / f"concepts/{BROKEN}/concept.yaml"
     concept.write_text(concept.read_text().replace("name: toy-robot", f"name: {BROKEN}"))
@@ -102,13 +102,18 @@ def test_fan_out_names_the_failing_concept_and_finishes_the_others(
     # The fanned-out runs ran in the served process, not in this one: this checkout has no workspace.
     assert (two_concepts / "work/toy-robot/adapter").exists()  # the runner's repo parameter is this repo
 
-    # The local path (no deployment): the same outcomes, one subflow after another. A new rank makes
-    # toy-robot due again; the wide-open gate promotes v2 over v1.
-    edit_params(two_concepts, "train", rank=4)
-    run(["git", "commit", "-qam", "rank 4"], two_concepts)
+    # The local path (no deployment): one subflow after another in this checkout. The broken concept is
+    # listed first and fails first; toy-robot still runs after it. A new evaluation setting makes
+    # toy-robot due (evaluate only); the same adapter is v1, already champion: kept.
+    edit_params(two_concepts, "evaluate", guidance_scale=6.0)
+    run(["git", "commit", "-qam", "guidance 6"], two_concepts)
     state = retrain(repo=str(two_concepts), return_state=True)
     results = state.result(raise_on_failure=False)
-    assert results["toy-robot"]["outcome"] == "trained+promoted v2"
-    assert results["toy-robot"]["why"] == "changed: evaluate@toy-robot, train@toy-robot"
+    assert list(results) == [BROKEN, "toy-robot"]
+    assert results["toy-robot"] == {
+        "outcome": "trained+kept v1 (already champion)",
+        "why": "changed: evaluate@toy-robot",
+        "flow_run": results["toy-robot"]["flow_run"],
+    }
     assert "only 0 photo(s) accepted" in results[BROKEN]["outcome"]
     assert state.is_failed() and summary_rows()[BROKEN]["outcome"] == results[BROKEN]["outcome"]
