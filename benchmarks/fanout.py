@@ -1,7 +1,7 @@
 """retrain's fan-out through the real team topology: 3 toy concepts retrained with 1 and with 2 GPU
 workers, side by side in one script run. Prints a table and writes benchmarks/results/fanout.json.
 
-    uv run python -m benchmarks.fanout                 # about 15-25 min on 2 busy cores
+    uv run python -m benchmarks.fanout     # about an hour on 2 cores shared with other work (11 min a concept)
 
 The topology is tests/team/topology.py's (PostgreSQL-backed Prefect and MLflow servers, S3 on moto's
 server, a bare git remote, process workers): started once, then per configuration a fresh bare remote,
