@@ -393,11 +393,17 @@ def flow_promote(concept: str, repo: RepoOpt = Path(".")):
 
 @flow_app.command("retrain")
 def flow_retrain(repo: RepoOpt = Path(".")):
-    """Retrain and gate every listed concept whose data or params changed (or has no champion)."""
+    """Retrain and gate every listed concept whose data or params changed (or has no champion), one
+    after another in this checkout (the deployed nightly retrain fans out one run per concept)."""
     from flows.retrain import retrain
 
-    for concept, outcome in retrain(repo=str(repo)).items():
-        console.print(f"{concept}: {outcome}")
+    state = retrain(repo=str(repo), return_state=True)
+    results = state.result(raise_on_failure=False)  # the outcomes, or the exception that stopped retrain
+    for concept, result in (results if isinstance(results, dict) else {}).items():
+        console.print(f"{concept}: {result['outcome']} ({result['why']})")
+    if not state.is_completed():
+        console.print(f"[bold red]error:[/] {state.message}")
+        raise typer.Exit(1)
 
 
 @models_app.command("build")

@@ -25,6 +25,17 @@ def run_gate(ctx: ConceptContext) -> gate.GateVerdict:
     return gate.promote(ctx.cfg.concept.name, ctx.tracking_uri, ctx.cfg.params.promotion, _reevaluate(ctx))
 
 
+def gate_outcome(verdict: dict) -> str:
+    """A trained concept's outcome in retrain's words, from the gate's verdict."""
+    version = f"v{verdict['challenger_version']}"
+    if verdict["promoted"]:
+        return f"trained+promoted {version}"
+    if verdict["passed"]:
+        return f"trained+kept {version} (already champion)"
+    failed = ", ".join(c["name"] for c in verdict["checks"] if not c["passed"])
+    return f"trained+refused {version} (failed: {failed})"
+
+
 @flow(name="promote", log_prints=True)
 def promote(concept: str, repo: str = ".") -> dict:
     ctx = concept_context(repo, concept)

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from components.pipeline import lineage
@@ -100,9 +101,14 @@ def train_concept(
     push_outputs: bool = True,
     commit_lock: bool = True,
     git_push: bool = False,
+    gate: bool = False,
 ):
     """Reproduce, push to the DVC remote, commit dvc.lock (and push the commit to git `origin` with
-    ``git_push``, as deployments do), register (alias challenger), report."""
+    ``git_push``, as deployments do), register (alias challenger), report; with ``gate``, run the
+    promotion gate on it too (retrain's fanned-out runs do: the gate needs this run's workspace).
+
+    The final state's message is the outcome in words ("trained+promoted v3", ...): a parent that
+    started this run through a deployment reads it from the Prefect API, with no shared result storage."""
     ctx = concept_context(repo, concept)
     report = reproduce(ctx)
     if push_outputs:
@@ -112,4 +118,10 @@ def train_concept(
         revision = push_commit(ctx, revision)  # a conflict fails the run here, before register
     registration = register(ctx, revision)
     publish(ctx, registration, report)
-    return {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
+    result = {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
+    if not gate:
+        return Completed(message=f"trained v{registration.version}", data=result)
+    from flows.promote import gate_outcome, promote  # here: flows.promote imports this module
+
+    result["verdict"] = promote(concept, repo=repo)
+    return Completed(message=gate_outcome(result["verdict"]), data=result)

@@ -25,7 +25,7 @@ case "${1:-}" in
     else           # one machine with its GPUs: a process pool
       uv run --frozen prefect work-pool create conceptlab-gpu --type "$CONCEPTLAB_GPU_POOL_TYPE" --overwrite
     fi
-    uv run --frozen prefect concurrency-limit create dvc-repo 1          # one DVC writer per repository at a time
+    # No dvc-repo limit: each flow run has a clone of its own (a server-wide one would serialise retrain's fan-out)
     uv run --frozen prefect concurrency-limit create gpu "${CONCEPTLAB_GPUS:-1}"  # trainings at once, server-wide
     uv run --frozen prefect --no-prompt deploy --all
     ;;

@@ -160,7 +160,8 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
     # 2. retrain: nothing changed, but there is no champion yet, so the concept is due. DVC skips every
     # stage, the same version is found, and the gate (vs the base model, wide open) promotes it.
     result = retrain(repo=str(repo))["toy-robot"]
-    assert result == {"retrained": True, "why": "no champion yet", "ran": [], "promoted": True}
+    assert (result["outcome"], result["why"]) == ("trained+promoted v1", "no champion yet")
+    assert "DVC ran: nothing (all stages unchanged)" in artifact("toy-robot-report")
     assert len(client.search_model_versions("name = 'toy-robot'")) == 1
     assert str(client.get_model_version_by_alias("toy-robot", "champion").version) == "1"
     tags = client.get_model_version("toy-robot", "1").tags
@@ -222,7 +223,11 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
         assert sha(clone / "work/toy-robot/eval" / name) == sha(repo / "work/toy-robot/eval" / name)
 
     # 5. retrain with nothing changed and a champion leaves the concept alone.
-    assert retrain(repo=str(repo))["toy-robot"] == {"retrained": False, "why": "unchanged since champion v1"}
+    assert retrain(repo=str(repo))["toy-robot"] == {
+        "outcome": "unchanged",
+        "why": "unchanged since champion v1",
+        "flow_run": "",
+    }
 
     # retrain's selection with two concepts: a new one (never reproduced) is due, the unchanged one is not.
     shutil.copytree(
@@ -247,8 +252,9 @@ def test_train_promote_rerun_pull_and_retrain(repo, no_git_identity, tmp_path, s
     edit_params(repo, "evaluate", guidance_scale=6.0)
     edit_params(repo, "promotion", min_clip_i_gain=3.0)
     result = retrain(repo=str(repo))["toy-robot"]
-    assert result["retrained"] and result["why"].startswith("changed: ") and result["promoted"] is False
-    assert result["ran"] == [s for s in STAGES if not s.startswith("prior")]
+    assert result["why"].startswith("changed: ") and result["outcome"] == "trained+refused v2 (failed: learned)"
+    ran = ", ".join(s for s in STAGES if not s.startswith("prior"))
+    assert f"DVC ran: {ran};" in artifact("toy-robot-report")
     assert_commit_holds_the_adapter(repo, client, "2")
     assert str(client.get_model_version_by_alias("toy-robot", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("toy-robot", "challenger").version) == "2"

@@ -91,6 +91,8 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         lap("deploy")
         worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker")
         started.append(worker)
+        # retrain-nightly runs on the CPU pool: on the GPU worker's only slot it would wait for its own runs.
+        started.append(topology.start_worker("conceptlab-cpu", env, worker_venv, tmp_path / "cpu-worker"))
         lap("worker start")
 
         # While the worker trains, a colleague pushes an unrelated commit: the run's lineage commit is

@@ -60,6 +60,7 @@ TEAM_COMMANDS = [
     shlex.join(service_command("mlflow-server")) + " &",
     shlex.join(service_command("deploy")),
     shlex.join(service_command("worker", "conceptlab-gpu")) + " &",
+    shlex.join(service_command("worker", "conceptlab-cpu")) + " &",  # retrain-nightly dispatches a train-concept run per concept
     shlex.join(deployment_run_command(*TRAIN_RUN)),
     shlex.join(deployment_run_command(*RETRAIN_RUN)),
 ]
@@ -246,6 +247,17 @@ def start_mlflow_server(
     proc.url = f"http://127.0.0.1:{port}"
     proc.health_url = f"{proc.url}/health"
     return proc.wait_ready(timeout) if wait else proc
+
+
+def start_s3_server():
+    """moto's S3 server mode on a free loopback port, in a thread of this process (as tests/conftest.py's
+    s3_server fixture, for scripts outside pytest). Returns (endpoint URL, the server: .stop() ends it)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return f"http://127.0.0.1:{port}", server
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
