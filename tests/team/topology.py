@@ -214,11 +214,15 @@ def create_database(prefix: str) -> Database:
 # --- services -----------------------------------------------------------------------------------------
 
 
-def start_prefect_server(db: Database, home: Path, timeout: float = 300, wait: bool = True) -> Process:
+def start_prefect_server(
+    db: Database, home: Path, timeout: float = 300, wait: bool = True, auth_string: str | None = None
+) -> Process:
     """`infra/team.sh prefect-server` on a free port, its database ``db``. ``.url`` is the API URL.
-    wait=False returns at once (start both servers, then wait_ready() each: they start in parallel)."""
+    wait=False returns at once (start both servers, then wait_ready() each: they start in parallel).
+    ``auth_string`` (user:password) turns the API's authentication on; without it, CONCEPTLAB_AUTH=off."""
     port = free_port()
     env = base_env(
+        **auth_env(PREFECT_SERVER_API_AUTH_STRING=auth_string),
         PREFECT_HOME=str(home),
         PREFECT_API_DATABASE_CONNECTION_URL=db.asyncpg_url,
         PREFECT_SERVER_API_HOST="127.0.0.1",
@@ -232,12 +236,27 @@ def start_prefect_server(db: Database, home: Path, timeout: float = 300, wait: b
 
 
 def start_mlflow_server(
-    db: Database, s3_endpoint: str, artifacts: str, log_dir: Path, timeout: float = 300, wait: bool = True
+    db: Database,
+    s3_endpoint: str,
+    artifacts: str,
+    log_dir: Path,
+    timeout: float = 300,
+    wait: bool = True,
+    admin_password: str | None = None,
+    champion_setters: str = "gate",
 ) -> Process:
     """`infra/team.sh mlflow-server`: backend ``db``, artifacts proxied to ``artifacts`` (s3://bucket/prefix)
-    on the S3 endpoint ``s3_endpoint``. ``.url`` is the tracking URI."""
+    on the S3 endpoint ``s3_endpoint``. ``.url`` is the tracking URI. ``admin_password`` turns MLflow's
+    basic-auth app on (admin user `admin`; ``champion_setters``: the users that may move `champion`);
+    without it, CONCEPTLAB_AUTH=off."""
     port = free_port()
     env = base_env(
+        **auth_env(
+            MLFLOW_AUTH_ADMIN_USERNAME="admin" if admin_password else None,
+            MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex if admin_password else None,
+            MLFLOW_CHAMPION_SETTERS=champion_setters if admin_password else None,
+        ),
         MLFLOW_PORT=str(port),
         MLFLOW_BACKEND_STORE_URI=db.psycopg2_url,
         MLFLOW_ARTIFACTS_DESTINATION=artifacts,
@@ -247,6 +266,13 @@ def start_mlflow_server(
     proc.url = f"http://127.0.0.1:{port}"
     proc.health_url = f"{proc.url}/health"
     return proc.wait_ready(timeout) if wait else proc
+
+
+def auth_env(**settings: str | None) -> dict[str, str]:
+    """The given credentials, or CONCEPTLAB_AUTH=off when none is given (infra/team.sh then starts the
+    server without authentication: loopback only)."""
+    given = {k: v for k, v in settings.items() if v}
+    return given or {"CONCEPTLAB_AUTH": "off"}
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
