@@ -34,6 +34,10 @@ case "${1:-}" in
       --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
       --workers "${MLFLOW_WORKERS:-1}" "${auth[@]}"
     ;;
+  mlflow-users)    # as the admin (MLFLOW_TRACKING_USERNAME/PASSWORD): users viewer, training, gate and their
+                   # roles; passwords from MLFLOW_{VIEWER,TRAINING,GATE}_PASSWORD; can run again
+    exec uv run --frozen python infra/mlflow_auth/provision.py
+    ;;
   deploy)          # work pools, concurrency limits, then prefect.yaml's deployments; each can run again
     uv run --frozen prefect work-pool create conceptlab-cpu --type process --overwrite
     if [ "${CONCEPTLAB_GPU_POOL_TYPE:-kubernetes}" = kubernetes ]; then
@@ -51,7 +55,7 @@ case "${1:-}" in
     exec uv run --frozen --no-dev prefect worker start --pool "${2:?usage: team.sh worker <pool> [--limit N]}" "${@:3}"
     ;;
   *)
-    echo "usage: infra/team.sh prefect-server | mlflow-server | deploy | worker <pool> [--limit N]" >&2
+    echo "usage: infra/team.sh prefect-server | mlflow-server | mlflow-users | deploy | worker <pool> [--limit N]" >&2
     exit 2
     ;;
 esac
