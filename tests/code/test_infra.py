@@ -106,8 +106,12 @@ def test_compose_ships_with_authentication_on_and_secrets_only_by_reference():
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
     assert "--app-name basic-auth" in " ".join(services["mlflow"]["command"])
     mlflow_env = services["mlflow"]["environment"]
-    assert {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_CHAMPION_SETTERS"} <= set(mlflow_env)
-    assert mlflow_env["MLFLOW_CHAMPION_SETTERS"] == "gate" == services["worker"]["environment"]["MLFLOW_TRACKING_USERNAME"]
+    assert {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_CHAMPION_SETTERS"} <= set(
+        mlflow_env
+    )
+    assert (
+        mlflow_env["MLFLOW_CHAMPION_SETTERS"] == "gate" == services["worker"]["environment"]["MLFLOW_TRACKING_USERNAME"]
+    )
     assert {"PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD"} <= set(services["worker"]["environment"])
     for name, service in services.items():
         for key, value in (service.get("environment") or {}).items():
@@ -138,7 +142,9 @@ def test_kubernetes_credentials_come_from_the_secret_only():
         ]
         assert not literal, f"{path.name}: {literal} must come from the Secret"
         config_maps = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"]
-        assert not any(SECRET_NAME.search(k) for d in config_maps for k in d["data"]), f"{path.name}: secret in a ConfigMap"
+        assert not any(SECRET_NAME.search(k) for d in config_maps for k in d["data"]), (
+            f"{path.name}: secret in a ConfigMap"
+        )
 
 
 def _env_entries(node):
@@ -160,3 +166,17 @@ def test_team_servers_require_credentials_unless_explicitly_off():
     template = (INFRA / "mlflow_auth" / "basic_auth.ini.template").read_text()
     assert "authorization_function = conceptlab_mlflow_auth:authenticate" in template
     assert "default_permission = READ" in template and "admin_password" not in template
+
+
+def test_team_servers_refuse_to_start_without_credentials():
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONCEPTLAB_AUTH"))}
+    env["PATH"] = "/usr/bin:/bin"  # no `uv`: were the check missing, the server would fail to start, not run
+    for server, variable in (
+        ("prefect-server", "PREFECT_SERVER_API_AUTH_STRING"),
+        ("mlflow-server", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+    ):
+        proc = subprocess.run([str(INFRA / "team.sh"), server], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and variable in proc.stderr, (server, proc.stderr)
