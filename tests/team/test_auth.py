@@ -7,7 +7,9 @@ created directly through the client, as each identity."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import secrets
 import subprocess
 import urllib.error
@@ -30,7 +32,11 @@ def team(tmp_path_factory, s3_server):
 
     tmp = tmp_path_factory.mktemp("auth")
     boto3.client(
-        "s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
     ).create_bucket(Bucket="mlflow-artifacts")
     creds = {
         "prefect": f"team:{secrets.token_urlsafe(16)}",
@@ -131,6 +137,7 @@ def test_each_identity_gets_exactly_its_share_of_the_registry(team, monkeypatch)
     gate.set_registered_model_alias(MODEL, "champion", first.version)
     assert gate.get_model_version_by_alias(MODEL, "champion").version == first.version
     gate.set_registered_model_alias(MODEL, "champion", second.version)
+    _refused(lambda: gate.delete_model_version(MODEL, first.version))  # EDIT, not MANAGE
 
     viewer = _client(mlflow, "viewer", creds["viewer"], monkeypatch)
     assert viewer.get_model_version_by_alias(MODEL, "champion").version == second.version
@@ -146,3 +153,39 @@ def test_each_identity_gets_exactly_its_share_of_the_registry(team, monkeypatch)
     assert gate.get_model_version_by_alias(MODEL, "champion").version == second.version
     assert gate.get_model_version_by_alias(MODEL, "challenger").version == first.version
     assert {v.version for v in gate.search_model_versions(f"name='{MODEL}'")} == {first.version, second.version}
+
+
+def test_no_credential_in_any_mlflow_or_prefect_record(team, monkeypatch, tmp_path):
+    """Every credential is searched for in every record; a planted sentinel proves each place is read."""
+    import datetime
+
+    from tests.team.credential_scan import find_credentials
+
+    prefect, mlflow, creds = team
+    sentinel = f"sentinel-{secrets.token_hex(8)}"
+    training = _client(mlflow, "training", creds["training"], monkeypatch)
+    run = training.create_run(training.create_experiment(f"scan-{os.getpid()}"))
+    training.log_param(run.info.run_id, "planted", sentinel)
+    training.set_tag(run.info.run_id, "planted", sentinel)
+    (tmp_path / "notes.txt").write_text(f"planted {sentinel}\n")
+    training.log_artifact(run.info.run_id, str(tmp_path / "notes.txt"))
+    training.set_terminated(run.info.run_id)
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    log = [{"name": "auth-test", "level": 20, "message": f"planted {sentinel}", "timestamp": now}]
+    artifact = {"key": "planted", "type": "markdown", "data": f"planted {sentinel}"}
+    for path, body in (("/logs/", log), ("/artifacts/", artifact)):
+        assert _status(f"{prefect.url}{path}", "POST", creds["prefect"], json.dumps(body).encode()) in (200, 201)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", creds["admin"])
+    found = find_credentials(mlflow.url, prefect.url, creds["prefect"], {**creds, "sentinel": sentinel})
+    planted = [line for line in found if line.endswith(": sentinel")]
+    for place in (
+        r"run \S+ params",
+        r"run \S+ tags",
+        r"run \S+ artifact notes.txt",
+        "prefect logs",
+        "prefect artifacts",
+    ):
+        assert any(re.match(place, line) for line in planted), (place, found)
+    assert [line for line in found if not line.endswith("sentinel")] == []
