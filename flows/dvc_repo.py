@@ -182,9 +182,7 @@ def _rebase_onto_remote(repo: Path, branch: str, concept: str, push_error: str) 
     if git(repo, "merge-base", "--is-ancestor", upstream, before, check=False).returncode == 0:
         raise GitError(f"{repo}: `git push origin` failed, and not because {branch} moved:\n{push_error[-4000:]}")
     _select_merge_driver(repo)
-    rebase = git(
-        repo, *identity_args(repo), *_merge_driver_args(), "rebase", "--autostash", upstream, check=False
-    )
+    rebase = git(repo, *identity_args(repo), *_merge_driver_args(), "rebase", "--autostash", upstream, check=False)
     if rebase.returncode != 0:
         conflicted = git(repo, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
         git(repo, "rebase", "--abort", check=False)

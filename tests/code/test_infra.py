@@ -69,8 +69,8 @@ def test_kubernetes_names_agree():
 
 
 def test_work_pool_setup_commands_can_run_again():
-    readme = (INFRA / "README.md").read_text()
-    creates = [line for line in readme.splitlines() if "prefect work-pool create" in line and "uv run" in line]
+    script = (INFRA / "team.sh").read_text().replace("\\\n", " ")  # `infra/team.sh deploy`; one line per command
+    creates = [line for line in script.splitlines() if "prefect work-pool create" in line and "uv run" in line]
     pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert {line.split("work-pool create ")[1].split()[0] for line in creates} == pools
     assert all("--overwrite" in line for line in creates), "the compose worker creates conceptlab-cpu first"

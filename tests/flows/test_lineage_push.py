@@ -154,8 +154,8 @@ def test_merge_takes_each_stage_from_the_side_that_changed_it():
 @pytest.mark.slow
 def test_the_flow_run_fails_before_registering_when_its_commit_cannot_be_pushed(tmp_path, prefect_harness):
     """train_concept as a deployment runs it (git_push): a colleague pushed a change to the concept's
-    inputs while it trained. The run fails at push_commit (no retries: a conflict is not transient),
-    nothing is registered, and the remote keeps the colleague's commit."""
+    inputs while it trained. The run fails at push_commit with LineageConflict, nothing is registered,
+    and the remote keeps the colleague's commit."""
     from mlflow import MlflowClient
     from prefect.states import State
 

@@ -41,7 +41,6 @@ TEAM_SH = "infra/team.sh"
 PG = "postgres@127.0.0.1:5432"
 
 
-
 def service_command(*args: str) -> list[str]:
     """`infra/team.sh <subcommand> ...`, run from the repository root."""
     return [TEAM_SH, *args]
@@ -117,7 +116,7 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
@@ -180,7 +179,7 @@ class Database:
         return f"postgresql+asyncpg://{PG}/{self.name}"
 
     @property
-    def psycopg2_url(self) -> str:  # MLflow; SQLAlchemy 2.1 would pick psycopg 3 for plain postgresql://, not in the lock
+    def psycopg2_url(self) -> str:  # MLflow; for plain postgresql:// SQLAlchemy 2.1 picks psycopg 3 (not locked)
         return f"postgresql+psycopg2://{PG}/{self.name}"
 
     def drop(self) -> None:
