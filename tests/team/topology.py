@@ -255,6 +255,7 @@ def start_mlflow_server(
             MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
             MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex if admin_password else None,
             MLFLOW_CHAMPION_SETTERS=champion_setters if admin_password else None,
+            TMPDIR=str(log_dir) if admin_password else None,  # team.sh writes the auth config there
         ),
         MLFLOW_PORT=str(port),
         MLFLOW_BACKEND_STORE_URI=db.psycopg2_url,
