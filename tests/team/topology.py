@@ -60,7 +60,8 @@ TEAM_COMMANDS = [
     shlex.join(service_command("mlflow-server")) + " &",
     shlex.join(service_command("deploy")),
     shlex.join(service_command("worker", "conceptlab-gpu")) + " &",
-    shlex.join(service_command("worker", "conceptlab-cpu")) + " &",  # retrain-nightly dispatches a train-concept run per concept
+    shlex.join(service_command("worker", "conceptlab-cpu"))
+    + " &",  # retrain-nightly dispatches a train-concept run per concept
     shlex.join(deployment_run_command(*TRAIN_RUN)),
     shlex.join(deployment_run_command(*RETRAIN_RUN)),
 ]
@@ -214,11 +215,15 @@ def create_database(prefix: str) -> Database:
 # --- services -----------------------------------------------------------------------------------------
 
 
-def start_prefect_server(db: Database, home: Path, timeout: float = 300, wait: bool = True) -> Process:
+def start_prefect_server(
+    db: Database, home: Path, timeout: float = 300, wait: bool = True, auth_string: str | None = None
+) -> Process:
     """`infra/team.sh prefect-server` on a free port, its database ``db``. ``.url`` is the API URL.
-    wait=False returns at once (start both servers, then wait_ready() each: they start in parallel)."""
+    wait=False returns at once (start both servers, then wait_ready() each: they start in parallel).
+    ``auth_string`` (user:password) turns the API's authentication on; without it, CONCEPTLAB_AUTH=off."""
     port = free_port()
     env = base_env(
+        **auth_env(PREFECT_SERVER_API_AUTH_STRING=auth_string),
         PREFECT_HOME=str(home),
         PREFECT_API_DATABASE_CONNECTION_URL=db.asyncpg_url,
         PREFECT_SERVER_API_HOST="127.0.0.1",
@@ -232,12 +237,28 @@ def start_prefect_server(db: Database, home: Path, timeout: float = 300, wait: b
 
 
 def start_mlflow_server(
-    db: Database, s3_endpoint: str, artifacts: str, log_dir: Path, timeout: float = 300, wait: bool = True
+    db: Database,
+    s3_endpoint: str,
+    artifacts: str,
+    log_dir: Path,
+    timeout: float = 300,
+    wait: bool = True,
+    admin_password: str | None = None,
+    champion_setters: str = "gate",
 ) -> Process:
     """`infra/team.sh mlflow-server`: backend ``db``, artifacts proxied to ``artifacts`` (s3://bucket/prefix)
-    on the S3 endpoint ``s3_endpoint``. ``.url`` is the tracking URI."""
+    on the S3 endpoint ``s3_endpoint``. ``.url`` is the tracking URI. ``admin_password`` turns MLflow's
+    basic-auth app on (admin user `admin`; ``champion_setters``: the users that may move `champion`);
+    without it, CONCEPTLAB_AUTH=off."""
     port = free_port()
     env = base_env(
+        **auth_env(
+            MLFLOW_AUTH_ADMIN_USERNAME="admin" if admin_password else None,
+            MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex if admin_password else None,
+            MLFLOW_CHAMPION_SETTERS=champion_setters if admin_password else None,
+            TMPDIR=str(log_dir) if admin_password else None,  # team.sh writes the auth config there
+        ),
         MLFLOW_PORT=str(port),
         MLFLOW_BACKEND_STORE_URI=db.psycopg2_url,
         MLFLOW_ARTIFACTS_DESTINATION=artifacts,
@@ -258,6 +279,13 @@ def start_s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return f"http://127.0.0.1:{port}", server
+
+
+def auth_env(**settings: str | None) -> dict[str, str]:
+    """The given credentials, or CONCEPTLAB_AUTH=off when none is given (infra/team.sh then starts the
+    server without authentication: loopback only)."""
+    given = {k: v for k, v in settings.items() if v}
+    return given or {"CONCEPTLAB_AUTH": "off"}
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
