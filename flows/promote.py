@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from components import promote as gate
 from components.io import write_json
@@ -48,4 +49,7 @@ def promote(concept: str, repo: str = ".") -> dict:
     )
     outcome = "promoted to champion" if verdict.promoted else ("kept" if verdict.passed else "refused")
     get_run_logger().info("%s v%s: %s", concept, verdict.challenger_version, outcome)
-    return verdict.model_dump(mode="json")
+    verdict = verdict.model_dump(mode="json")
+    # The message is the outcome in words ("promoted v3", ...): a train-concept run that started this one
+    # through its deployment reads it from the Prefect API (no shared result storage).
+    return Completed(message=gate_outcome(verdict).removeprefix("trained+"), data=verdict)

@@ -85,13 +85,15 @@ def _train_here(concepts: list[str], repo: str, remote: str | None, push_outputs
         yield concept, outcome_of(state), str(state.state_details.flow_run_id or "")
 
 
-def _fan_out(concepts: list[str], deployment: str, remote: str | None, timeout_s: float, poll_s: float):
+def _fan_out(
+    concepts: list[str], deployment: str, gate: str | None, remote: str | None, timeout_s: float, poll_s: float
+):
     """A run of ``deployment`` per concept, all started before any is awaited; yields as they finish."""
     started = {}
     for concept in concepts:
         run = run_deployment(
             deployment,
-            parameters={"concept": concept, "remote": remote, "git_push": True, "gate": True},
+            parameters={"concept": concept, "remote": remote, "git_push": True, "gate": True, "gate_deployment": gate},
             timeout=0,  # start it, do not wait: the next concept's run is created at once
             flow_run_name=f"{concept}-retrain",
             tags=["retrain"],
@@ -120,12 +122,14 @@ def retrain(
     push_outputs: bool = True,
     git_push: bool = False,
     fan_out: str | None = None,
+    gate_deployment: str | None = None,
     fan_out_timeout_s: float = 12 * 3600,
     poll_s: float = 5.0,
 ):
     """Every listed concept's outcome, {concept: {"outcome", "why", "flow_run"}}. ``fan_out``: a
     deployment (`flow/deployment`) that trains one concept per run (a fanned-out run always pushes
-    its lineage commit: its clone is thrown away)."""
+    its lineage commit: its clone is thrown away). ``gate_deployment``: each fanned-out run gates its
+    concept through a run of this deployment (the gate's identity moves `champion`), not in itself."""
     logger = get_run_logger()
     results, due = {}, []
     for concept in listed_concepts(repo):
@@ -138,7 +142,7 @@ def retrain(
         if is_due:
             due.append(concept)
     finished = (
-        _fan_out(due, fan_out, remote, fan_out_timeout_s, poll_s)
+        _fan_out(due, fan_out, gate_deployment, remote, fan_out_timeout_s, poll_s)
         if fan_out
         else _train_here(due, repo, remote, push_outputs, git_push)
     )

@@ -102,10 +102,14 @@ def train_concept(
     commit_lock: bool = True,
     git_push: bool = False,
     gate: bool = False,
+    gate_deployment: str | None = None,
 ):
     """Reproduce, push to the DVC remote, commit dvc.lock (and push the commit to git `origin` with
     ``git_push``, as deployments do), register (alias challenger), report; with ``gate``, run the
-    promotion gate on it too (retrain's fanned-out runs do: the gate needs this run's workspace).
+    promotion gate on it too (retrain's fanned-out runs do). With ``gate_deployment`` (e.g.
+    `promote/promote`) the gate is a run of that deployment instead: on a team deployment with
+    authentication only the gate's identity may move `champion`, and it is the CPU pool's worker's,
+    not this GPU job's (infra/README.md, "Identities").
 
     The final state's message is the outcome in words ("trained+promoted v3", ...): a parent that
     started this run through a deployment reads it from the Prefect API, with no shared result storage."""
@@ -121,6 +125,13 @@ def train_concept(
     result = {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
     if not gate:
         return Completed(message=f"trained v{registration.version}", data=result)
+    if gate_deployment:
+        from prefect.deployments import run_deployment
+
+        state = run_deployment(gate_deployment, parameters={"concept": concept}, flow_run_name=f"{concept}-gate")
+        if not state.is_completed():
+            raise RuntimeError(f"the gate's run ({gate_deployment}) ended {state.name}: {state.message}")
+        return Completed(message=f"trained+{state.message}", data=result)
     from flows.promote import gate_outcome, promote  # here: flows.promote imports this module
 
     result["verdict"] = promote(concept, repo=repo)

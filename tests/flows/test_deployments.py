@@ -26,6 +26,9 @@ def test_every_deployment_entrypoint_is_a_flow_and_schedules_parse():
     assert deployments["retrain-nightly"]["concurrency_limit"] == 1
     assert "concurrency_limit" not in deployments["train-concept"]
     assert deployments["retrain-nightly"]["parameters"]["fan_out"] == "train-concept/train-concept"
+    # The gate runs as the promote deployment (the gate identity), never inside the GPU training job.
+    assert deployments["retrain-nightly"]["parameters"]["gate_deployment"] == "promote/promote"
+    assert deployments["promote"]["work_pool"]["name"] == "conceptlab-cpu"
     assert deployments["retrain-nightly"]["work_pool"] != deployments["train-concept"]["work_pool"]
 
 
