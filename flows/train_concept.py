@@ -128,7 +128,8 @@ def train_concept(
     if gate_deployment:
         from prefect.deployments import run_deployment
 
-        state = run_deployment(gate_deployment, parameters={"concept": concept}, flow_run_name=f"{concept}-gate")
+        run = run_deployment(gate_deployment, parameters={"concept": concept}, flow_run_name=f"{concept}-gate")
+        state = run.state  # run_deployment waits for the run to end and returns it
         if not state.is_completed():
             raise RuntimeError(f"the gate's run ({gate_deployment}) ended {state.name}: {state.message}")
         return Completed(message=f"trained+{state.message}", data=result)
