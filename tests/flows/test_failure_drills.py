@@ -197,7 +197,7 @@ def test_s3_down_during_dvc_push(tmp_path, prefect_harness, monkeypatch):
     assert result["ran"] == [] and result["registration"]["version"] == "1"
     assert len(attempts) >= 2 and watcher.back_at is not None
     versions = registered_versions(tracking)
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags["conceptlab.git_commit"] == head(repo) != start
     adapter_md5 = dvc_repo.lock_hashes(repo, CONCEPT)["dvc.train.adapter.md5"].removesuffix(".dir")
     endpoint.start()
@@ -210,6 +210,7 @@ def test_s3_down_during_dvc_push(tmp_path, prefect_harness, monkeypatch):
         "s3 down, back during the retries",
         push_attempts=len(attempts),
         endpoint_down_s=round(watcher.back_at - began, 1),
+        pushed_after_back_s=round(attempts[-1][1] - watcher.back_at, 1),
         recovered_after_back_s=round(finished - watcher.back_at, 1),
         flow_s=round(finished - began, 1),
         versions=len(versions),
@@ -311,7 +312,7 @@ def test_mlflow_down_during_register(tmp_path, prefect_harness, monkeypatch):
         assert "back" in outage, "the server was killed during register and came back"
         client = MlflowClient(tracking_uri=server.url)
         versions = client.search_model_versions(f"name = '{CONCEPT}'")
-        assert [v.version for v in versions] == ["1"], "one adapter, one version"
+        assert [str(v.version) for v in versions] == ["1"], "one adapter, one version"
         version = client.get_model_version(CONCEPT, "1")
         assert version.tags["conceptlab.adapter_sha256"] == adapter_sha
         assert version.tags["conceptlab.eval_run_id"] == version.run_id
@@ -455,7 +456,7 @@ def test_two_machines_register_one_adapter_at_once(
     versions = client.search_model_versions(f"name = '{CONCEPT}'")
     experiment = client.get_experiment_by_name("conceptlab").experiment_id
     deleted = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
-    assert [v.version for v in versions] == ["1"], "one adapter, one version"
+    assert [str(v.version) for v in versions] == ["1"], "one adapter, one version"
     assert {r["version"] for r in results} == {"1"}
     assert sorted(r["created"] for r in results) == [False, True]
     assert len(client.search_runs([experiment])) == 1
@@ -480,3 +481,121 @@ def test_two_machines_register_one_adapter_at_once(
     assert len(client.search_runs([experiment])) == 1, "no evaluation run for an evaluation already logged"
     tags = client.get_model_version(CONCEPT, "1").tags
     assert (tags["conceptlab.eval_run_id"], tags["conceptlab.git_commit"]) == (again.run_id, "retry")
+
+
+@pytest.mark.slow
+def test_two_demos_of_one_concept_started_3_s_apart(tmp_path):
+    """As a new user would: `conceptlab demo` twice, the second 3 s after the first, in one checkout
+    (embedded defaults: each its own Prefect ephemeral server on one PREFECT_HOME, MLflow on SQLite).
+    One trains and registers; the other waits for the concept's lock, finds every stage done and the
+    version registered: one version, a dvc.lock that describes the workspace."""
+    repo = with_local_remote(make_project_repo(tmp_path / "repo", FLOW_PARAMS), tmp_path / "dvc-remote")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1")
+    demo = [str(Path(sys.executable).parent / "conceptlab"), "demo", "--concept", CONCEPT, "--repo", str(repo)]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    began = time.time()
+    procs = []
+    for log in logs:
+        procs.append(subprocess.Popen(demo, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=repo))
+        time.sleep(3)
+    for proc in procs:
+        proc.wait(timeout=2400)
+    took = time.time() - began
+    outputs = [log.read_text() for log in logs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-4000:]
+    waited = [f"another run of {CONCEPT} is in progress" in out for out in outputs]
+    assert sorted(waited) == [False, True], "one of the two waited for the other"
+    second = outputs[waited.index(True)]
+    assert "DVC ran: nothing" in second, "the one that waited found every stage done"
+    for out in outputs:
+        assert f"registry: {CONCEPT} v1 @challenger" in out
+    versions = registered_versions(f"sqlite:///{repo}/mlflow.db")
+    assert [str(v.version) for v in versions] == ["1"], "one adapter, one version"
+    adapter_sha = sha256_file(repo / "work" / CONCEPT / "adapter" / ADAPTER_FILE)
+    assert versions[0].tags["conceptlab.adapter_sha256"] == adapter_sha
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert {f"{s}@{CONCEPT}" for s in dvc_repo.STAGES} <= set(lock["stages"])
+    assert dvc_repo.changed_stages(repo, CONCEPT) == [], "dvc.lock describes the workspace"
+    drill("two demos 3 s apart", versions=len(versions), waited=waited, seconds=round(took, 1))
+
+
+# --- 4. A worker killed mid-training --------------------------------------------------------------
+
+WORKER = """
+import sys
+from components.environment import apply_embedded_defaults
+apply_embedded_defaults()
+from flows.train_concept import train_concept
+train_concept(sys.argv[1], repo=sys.argv[2])
+"""
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(int(p.name.removeprefix("step-")) for p in folder.glob("step-*") if (p / "state.json").exists())
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(tmp_path, prefect_harness, monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from components.pipeline import run_train
+    from flows.common import concept_context
+    from flows.train_concept import train_concept
+
+    params = deep_merge(FLOW_PARAMS, {"train": {"max_steps": 120, "checkpoint_every": 10}})
+    repo = with_local_remote(make_project_repo(tmp_path / "repo", params), tmp_path / "dvc-remote")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    checkpoints = repo / "work" / CONCEPT / "checkpoints"
+
+    # The worker: a process running the flow against this Prefect API, killed (with everything it
+    # started: dvc repro, the train stage) once the train stage has written its first checkpoint.
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, CONCEPT, str(repo)],
+        stdout=open(tmp_path / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        wait_until(lambda: checkpoint_steps(checkpoints) or worker.poll() is not None, 1800, "a first checkpoint")
+        tree = [worker, *psutil.Process(worker.pid).children(recursive=True)]
+        for proc in tree:
+            proc.kill()
+        psutil.wait_procs([psutil.Process(p.pid) if isinstance(p, subprocess.Popen) else p for p in tree], timeout=30)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert worker.returncode == -signal.SIGKILL, (tmp_path / "worker.log").read_text()[-3000:]
+    left = checkpoint_steps(checkpoints)
+    assert left and max(left) < 120 and not (repo / "work" / CONCEPT / "adapter" / ADAPTER_FILE).exists()
+
+    # The next run: DVC runs the train stage again (--auto-resume) and it continues from the newest
+    # checkpoint; the run completes and registers.
+    began = time.time()
+    result = train_concept(CONCEPT, repo=str(repo))
+    took = time.time() - began
+    assert f"train@{CONCEPT}" in result["ran"] and result["registration"]["version"] == "1"
+    trained = json.loads((repo / "work" / CONCEPT / "adapter" / "train.json").read_text())
+    assert trained["resumed_from_step"] == max(left)
+    assert trained["steps"] == 120
+
+    # An uninterrupted run on the same inputs gives the same adapter, byte for byte.
+    ctx = concept_context(repo, CONCEPT)
+    from components.layout import ConceptLayout
+
+    reference = ConceptLayout(tmp_path / "reference", CONCEPT)
+    for name in ("curated", "captions", "prior"):
+        shutil.copytree(repo / "work" / CONCEPT / name, reference.root / name)
+    uninterrupted = run_train(ctx.cfg, reference, resume="no")
+    assert uninterrupted.resumed_from_step is None
+    assert uninterrupted.adapter_sha256 == trained["adapter_sha256"]
+    drill(
+        "worker killed mid-training",
+        killed_with_checkpoints=left,
+        resumed_from_step=trained["resumed_from_step"],
+        max_steps=120,
+        next_run_s=round(took, 1),
+        adapter_equals_uninterrupted=True,
+    )
