@@ -491,7 +491,13 @@ def test_two_demos_of_one_concept_started_3_s_apart(tmp_path):
     version registered: one version, a dvc.lock that describes the workspace."""
     repo = with_local_remote(make_project_repo(tmp_path / "repo", FLOW_PARAMS), tmp_path / "dvc-remote")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1")
+    # The ephemeral server's start waits 120 s by default (components.environment); on 2 cores shared
+    # with other test processes two starting at once have taken longer.
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        OMP_NUM_THREADS="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="900",
+    )
     demo = [str(Path(sys.executable).parent / "conceptlab"), "demo", "--concept", CONCEPT, "--repo", str(repo)]
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     began = time.time()
@@ -560,10 +566,12 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(tmp_path, pref
     )
     try:
         wait_until(lambda: checkpoint_steps(checkpoints) or worker.poll() is not None, 1800, "a first checkpoint")
-        tree = [worker, *psutil.Process(worker.pid).children(recursive=True)]
-        for proc in tree:
+        started = psutil.Process(worker.pid).children(recursive=True)
+        worker.kill()
+        for proc in started:
             proc.kill()
-        psutil.wait_procs([psutil.Process(p.pid) if isinstance(p, subprocess.Popen) else p for p in tree], timeout=30)
+        worker.wait(timeout=30)
+        psutil.wait_procs(started, timeout=30)
     finally:
         worker.kill()
         worker.wait()
