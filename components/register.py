@@ -12,6 +12,16 @@ run of its own, tagged with the version it evaluates, and the version's `concept
 moves to it: a run stays the immutable record of one evaluation (its eval params, metrics and
 artifacts agree with each other), while MLflow fixes a version's `run_id` at creation, so the version
 points at its current evaluation through tags. The gate and the reports read metrics from there.
+
+"The same adapter never makes a second version" holds across processes and machines: two flow runs
+that register one adapter at once (two demos started seconds apart, two workers) may each create a
+version, so after creating one, register looks again at every version made from a run of this
+adapter and keeps only the lowest; a higher one deletes itself (version and run) and returns the
+lowest. Version numbers are handed out one at a time by the registry, so every process agrees on
+which is lowest, and the one that made it never deletes it. This needs nothing but the registry API
+(no lock service, no conditional write, which MLflow lacks), so it holds for every tracking URI:
+SQLite, PostgreSQL, a remote `mlflow server`. A retry after a partial first attempt (the version was
+created, then the server went away before its tags were written) finds that version and completes it.
 """
 
 from __future__ import annotations
@@ -80,16 +90,29 @@ def _flatten(prefix: str, obj, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _existing(client, experiment_id: str, concept: str, adapter_sha: str):
+def _versions_of(client, experiment_id: str, concept: str, adapter_sha: str) -> list:
+    """The model versions of ``concept`` made from a run that logged this adapter, lowest first."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG}.concept` = '{concept}' and tags.`{TAG}.adapter_sha256` = '{adapter_sha}'",
     )
-    for run in runs:
-        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
-        if versions:
-            return run, versions[0]
-    return None, None
+    versions = [
+        v for run in runs for v in client.search_model_versions(f"run_id = '{run.info.run_id}'") if v.name == concept
+    ]
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+def _keep_lowest(client, concept: str, my_run_id: str, versions: list):
+    """After this process's run made a version: the lowest version of the adapter stays; this run's
+    other versions (a concurrent registration got a lower number first, or a retried request made
+    two) are withdrawn, and so is this run if no version is left on it."""
+    lowest = versions[0]
+    for v in versions[1:]:
+        if v.run_id == my_run_id:
+            client.delete_model_version(concept, v.version)
+    if lowest.run_id != my_run_id:
+        client.delete_run(my_run_id)
+    return lowest
 
 
 def register(
@@ -117,15 +140,28 @@ def register(
     mlflow.set_tracking_uri(params.tracking_uri)
     client = MlflowClient()
     experiment = mlflow.set_experiment(params.experiment)
-    run, version = _existing(client, experiment.experiment_id, concept.name, adapter_sha)
-    created = run is None
+    found = _versions_of(client, experiment.experiment_id, concept.name, adapter_sha)
+    created = lost_race = False
+    if found:
+        version = found[0]
+    else:
+        run_id = _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, eval_sha, base, lineage)
+        versions = _versions_of(client, experiment.experiment_id, concept.name, adapter_sha)
+        version = _keep_lowest(client, concept.name, run_id, versions)
+        created = version.run_id == run_id
+        lost_race = not created
     if created:
-        eval_run_id = _log_run(mlflow, concept, adapter_dir, eval_dir, evaluation, adapter_sha, eval_sha, base, lineage)
-        version = client.search_model_versions(f"run_id = '{eval_run_id}'")[0]
-        recorded = True
+        recorded, untagged, eval_run_id = True, False, version.run_id
     else:
         version = client.get_model_version(concept.name, version.version)
-        recorded = version.tags.get(f"{TAG}.eval_metrics_sha256") != eval_sha
+        # A version whose tags were never written (its registration was cut short, or is still
+        # writing them) is evaluated by its own run; the tags are written here unless that
+        # registration is another process's, running now (lost_race), which writes its own.
+        untagged = f"{TAG}.eval_run_id" not in version.tags and not lost_race
+        current_sha = version.tags.get(f"{TAG}.eval_metrics_sha256") or client.get_run(version.run_id).data.tags.get(
+            f"{TAG}.eval_metrics_sha256"
+        )
+        recorded = current_sha != eval_sha
         eval_run_id = (
             _log_evaluation(mlflow, concept, eval_dir, evaluation, adapter_sha, eval_sha, version.version, lineage)
             if recorded
@@ -138,7 +174,7 @@ def register(
         "base_model_sha256": base["sha256"],
         "base_model_revision": base.get("revision", ""),
     }
-    if recorded:  # the version follows its newest evaluation (and the commit that holds it)
+    if recorded or untagged:  # the version follows its newest evaluation (and the commit that holds it)
         version_tags.update(
             eval_run_id=eval_run_id,
             eval_metrics_sha256=eval_sha,

@@ -12,11 +12,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 STAGES = ("curate", "caption", "prior", "train", "evaluate")
 
@@ -68,6 +70,43 @@ def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True
     if check and proc.returncode != 0:
         raise DvcError(f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}):\n{output[-4000:]}")
     return output
+
+
+class ConceptBusy(RuntimeError):
+    """Another flow run held the concept's lock in this repository for longer than we wait."""
+
+
+@contextmanager
+def concept_lock(
+    repo: Path, concept: str, timeout: float = 7 * 3600, on_wait: Callable[[Path], object] | None = None
+) -> Iterator[None]:
+    """Held across one concept's whole sequence in a repository (repro, push, commit, register).
+
+    The per-command lock in `dvc` keeps two DVC commands apart, but not two sequences: a second
+    run of the concept would reproduce between the first's repro and its push or commit, or register
+    while the first is still registering. With this lock the second run waits, then finds everything
+    done (DVC skips, the registry has the version). Other concepts are not blocked: one lock file
+    per concept. The kernel releases it when its process dies, so a killed worker leaves none behind.
+    ``on_wait(lock_file)`` is called once when another run holds it."""
+    (repo / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    path = repo / ".dvc" / "tmp" / f"conceptlab-concept-{concept}.lock"
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(path)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise ConceptBusy(
+                f"another flow run of {concept} in {repo} has held {path} for over {timeout:.0f} s; "
+                "wait for it to finish, or stop it (the lock goes with its process)"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def repro(repo: Path, concept: str, timeout: float | None = None) -> ReproReport:

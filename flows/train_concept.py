@@ -18,6 +18,10 @@ from flows.common import ConceptContext, concept_context
 from flows.report import metrics_rows, report_markdown
 
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.2)
+# An MLflow server that restarts (a deploy, a rescheduled pod) is away for about a minute (51-65 s
+# measured here on 2 busy cores); the retries span 8+16+32+64 s beyond the client's own. A retry
+# after a partial attempt is safe: components.register never makes a second version of one adapter.
+REGISTRY_RETRIES = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=8), retry_jitter_factor=0.2)
 
 
 @task(cache_policy=NO_CACHE, tags=["dvc-repo", "gpu"], timeout_seconds=6 * 3600)
@@ -62,7 +66,7 @@ def push_commit(ctx: ConceptContext, revision: str) -> str:
     return pushed
 
 
-@task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(cache_policy=NO_CACHE, **REGISTRY_RETRIES)
 def register(ctx: ConceptContext, git_commit: str):
     # git_commit: the commit made after the push (its dvc.lock holds this adapter's md5), not HEAD.
     extra = {**lineage(ctx.layout, ctx.repo), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
@@ -114,13 +118,21 @@ def train_concept(
     The final state's message is the outcome in words ("trained+promoted v3", ...): a parent that
     started this run through a deployment reads it from the Prefect API, with no shared result storage."""
     ctx = concept_context(repo, concept)
-    report = reproduce(ctx)
-    if push_outputs:
-        push(ctx, remote)
-    revision = commit(ctx) if commit_lock else "uncommitted"
-    if commit_lock and git_push:
-        revision = push_commit(ctx, revision)  # a conflict fails the run here, before register
-    registration = register(ctx, revision)
+
+    def waiting(lock_file):
+        get_run_logger().warning(
+            "another run of %s is in progress in %s; waiting for it (%s)", concept, repo, lock_file
+        )
+
+    # One run of a concept at a time per repository: a second one waits, then finds the work done.
+    with dvc_repo.concept_lock(ctx.repo, concept, on_wait=waiting):
+        report = reproduce(ctx)
+        if push_outputs:
+            push(ctx, remote)
+        revision = commit(ctx) if commit_lock else "uncommitted"
+        if commit_lock and git_push:
+            revision = push_commit(ctx, revision)  # a conflict fails the run here, before register
+        registration = register(ctx, revision)
     publish(ctx, registration, report)
     result = {"ran": report.ran, "skipped": report.skipped, "registration": registration.model_dump()}
     if not gate:
