@@ -2,12 +2,16 @@
 PostgreSQL, MLflow artifacts and the DVC remote on S3 (moto's server), a bare git repository as the
 team's remote, a process worker with an environment of its own. The test runs the commands
 infra/README.md shows (topology.TEAM_COMMANDS) and checks the outcome from outside: the MLflow
-registry, a fresh clone + `dvc pull` at the registered commit, and the Prefect API."""
+registry, a fresh clone + `dvc pull` at the registered commit, and the Prefect API. Authentication is on,
+as the shipped defaults have it: each machine has its own identity (the GPU worker `training`, the CPU
+worker `gate`, the checks `viewer`), and afterwards no credential is found in any MLflow or Prefect record."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import secrets
 import time
 import urllib.request
 import uuid
@@ -37,11 +41,23 @@ TEAM_PARAMS = {
 }
 
 
+# Random per run, like a secret store's: the credential scan looks for each value.
+CREDS = {
+    "prefect": f"team:{secrets.token_urlsafe(16)}",
+    **{user: secrets.token_urlsafe(16) for user in ("admin", "viewer", "training", "gate")},
+}
+
+
+def _mlflow_identity(user: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": CREDS[user]}
+
+
 def _api(url: str, path: str, body: dict | None = None) -> dict | list:
+    auth = base64.b64encode(CREDS["prefect"].encode()).decode()
     request = urllib.request.Request(
         f"{url}{path}",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
         method="POST" if body is not None else "GET",
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -52,7 +68,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
+def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server, monkeypatch):
     import boto3
     from mlflow import MlflowClient
 
@@ -73,10 +89,17 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
     started: list[topology.Process] = []
     try:
         # The two servers start in parallel (each migrates its own PostgreSQL database).
-        prefect = topology.start_prefect_server(prefect_db, tmp_path / "prefect", wait=False)
+        prefect = topology.start_prefect_server(
+            prefect_db, tmp_path / "prefect", wait=False, auth_string=CREDS["prefect"]
+        )
         started.append(prefect)
         mlflow = topology.start_mlflow_server(
-            mlflow_db, s3_server, f"s3://mlflow-artifacts/{prefix}", tmp_path / "mlflow", wait=False
+            mlflow_db,
+            s3_server,
+            f"s3://mlflow-artifacts/{prefix}",
+            tmp_path / "mlflow",
+            wait=False,
+            admin_password=CREDS["admin"],
         )
         started.append(mlflow)
         remote = topology.make_bare_remote(tmp_path / "git", TEAM_PARAMS, f"s3://dvc-store/{prefix}", s3_server)
@@ -86,13 +109,21 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         mlflow.wait_ready()
         lap("servers ready")
 
-        env = topology.team_env(prefect, mlflow, s3_server, remote.url)
+        env = topology.team_env(prefect, mlflow, s3_server, remote.url, PREFECT_API_AUTH_STRING=CREDS["prefect"])
+        users = {f"MLFLOW_{u.upper()}_PASSWORD": CREDS[u] for u in ("viewer", "training", "gate")}
+        topology.team_command(
+            topology.service_command("mlflow-users"), {**env, **_mlflow_identity("admin"), **users}, timeout=300
+        )
         topology.deploy(env)
-        lap("deploy")
-        worker = topology.start_worker("conceptlab-gpu", env, worker_venv, tmp_path / "worker")
+        lap("users + deploy")
+        worker = topology.start_worker(
+            "conceptlab-gpu", {**env, **_mlflow_identity("training")}, worker_venv, tmp_path / "worker"
+        )
         started.append(worker)
         # retrain-nightly runs on the CPU pool: on the GPU worker's only slot it would wait for its own runs.
-        started.append(topology.start_worker("conceptlab-cpu", env, worker_venv, tmp_path / "cpu-worker"))
+        # Its worker is the gate's identity: the promote runs it starts are the only ones that move champion.
+        cpu_env = {**env, **_mlflow_identity("gate")}
+        started.append(topology.start_worker("conceptlab-cpu", cpu_env, worker_venv, tmp_path / "cpu-worker"))
         lap("worker start")
 
         # While the worker trains, a colleague pushes an unrelated commit: the run's lineage commit is
@@ -107,6 +138,8 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
         lap("retrain run")
 
         # MLflow, from outside: one version, challenger and (after retrain's gate) champion.
+        for key, value in _mlflow_identity("viewer").items():
+            monkeypatch.setenv(key, value)
         client = MlflowClient(tracking_uri=mlflow.url)
         versions = client.search_model_versions(f"name = '{CONCEPT}'")
         assert [v.version for v in versions] == ["1"], "retrain found the same adapter: no second version"
@@ -129,6 +162,13 @@ def test_team_topology_trains_registers_and_keeps_lineage(tmp_path, s3_server):
             assert state["type"] == "COMPLETED", state
         artifacts = _api(prefect.url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [train_run]}}})
         assert {a["key"] for a in artifacts} >= {f"{CONCEPT}-report", f"{CONCEPT}-metrics"}
+
+        # No credential in any MLflow param, tag or artifact, or any Prefect log line or artifact.
+        from tests.team.credential_scan import find_credentials
+
+        for key, value in _mlflow_identity("admin").items():
+            monkeypatch.setenv(key, value)
+        assert find_credentials(mlflow.url, prefect.url, CREDS["prefect"], CREDS) == []
         lap("checks from outside")
     finally:
         for proc in reversed(started):

@@ -58,6 +58,7 @@ RETRAIN_RUN = ("retrain/retrain-nightly",)
 TEAM_COMMANDS = [
     shlex.join(service_command("prefect-server")) + " &",
     shlex.join(service_command("mlflow-server")) + " &",
+    shlex.join(service_command("mlflow-users")),
     shlex.join(service_command("deploy")),
     shlex.join(service_command("worker", "conceptlab-gpu")) + " &",
     shlex.join(service_command("worker", "conceptlab-cpu"))
