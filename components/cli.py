@@ -285,6 +285,14 @@ def ui(
     allow_promotion: Annotated[
         bool, typer.Option(help="allow moving `champion` by hand (recorded with the user's name and time)")
     ] = False,
+    promoter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--promoter",
+            help="repeatable: with --allow-promotion, only these users (named by the authenticating proxy's "
+            "X-Forwarded-User header) may move champion",
+        ),
+    ] = None,
 ):
     """A web app for the team: concepts, versions, gate verdicts, and a playground."""
     import uvicorn
@@ -300,7 +308,11 @@ def ui(
             "registry with --tracking-uri / MLFLOW_TRACKING_URI"
         )
         raise typer.Exit(2)
-    app_ = create_app(Settings(tracking_uri=uri, allow_promotion=allow_promotion, repo=repo.resolve()))
+    app_ = create_app(
+        Settings(
+            tracking_uri=uri, allow_promotion=allow_promotion, repo=repo.resolve(), promoters=tuple(promoter or ())
+        )
+    )
     mode = "promotion by hand ON" if allow_promotion else "read-only"
     console.print(f"conceptlab ui on http://{host}:{port}  (registry {uri}; {mode})")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -31,8 +31,15 @@ PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 class Settings:
     tracking_uri: str
     allow_promotion: bool = False
+    # With a team's authenticating proxy in front: only these users (its user header) may promote.
+    promoters: tuple[str, ...] = ()
     repo: Path = Path(".")  # where concepts/NAME/photos are found
     cache_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conceptlab-ui-")))
+
+
+def proxy_user(request: Request) -> str | None:
+    """The user an authenticating proxy in front of the app names, if any."""
+    return next((request.headers[h] for h in USER_HEADERS if request.headers.get(h)), None)
 
 
 def who(request: Request) -> str:
@@ -137,10 +144,20 @@ def create_app(settings: Settings) -> FastAPI:
                 "`conceptlab ui --allow-promotion` to move champion by hand, or let the gate decide "
                 "(`conceptlab flow promote`).",
             )
+        user = who(request)
+        if settings.promoters and proxy_user(request) not in settings.promoters:
+            raise HTTPException(
+                403,
+                f"promotion refused: {user} may not move champion (allowed: {', '.join(settings.promoters)}); "
+                "ask one of them, or let the gate decide",
+            )
         concept = load_concept(name)
         if concept.version(version) is None:
             raise HTTPException(400, f"{name} has no version {version!r}")
-        registry.promote_by_hand(client(), name, version, who(request))
+        try:
+            registry.promote_by_hand(client(), name, version, user)
+        except MlflowException as e:  # the registry's own permissions (MLflow basic-auth: only the gate)
+            raise HTTPException(403, f"the registry refused to move champion: {e.message}") from None
         return RedirectResponse(f"/concepts/{quote(name)}?promoted={quote(version)}", status_code=303)
 
     from components.ui.playground import add_playground
