@@ -28,7 +28,9 @@ def models_dir(tmp_path_factory) -> Path:
 def _fresh_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI, which conceptlab lets win over
     params.yaml (a team server). Each test starts without it, so no test inherits another's store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # setenv first, so that the teardown also removes a URI the test's own code exported.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture

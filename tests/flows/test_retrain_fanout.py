@@ -5,6 +5,7 @@ named in the summary while the other is trained and gated. Then the same without
 local path: subflows in this checkout), the failing concept first. The real team topology (server, workers, a clone per run)
 runs in benchmarks/fanout.py."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,8 +33,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_concepts(tmp_path, prefect_harness, flow_env, mlflow_server):
     """The sample concept and a copy of it whose photos are all too small (curate rejects each one)."""
+    from mlflow.exceptions import MlflowException
     from PIL import Image
 
+    # The session's MLflow server holds other tests' toy-robot versions; this test's story starts at v1.
+    with contextlib.suppress(MlflowException):
+        MlflowClient(tracking_uri=mlflow_server).delete_registered_model("toy-robot")
     repo = make_project_repo(tmp_path / "repo", {**FLOW_PARAMS, "concepts": [BROKEN, "toy-robot"]})
     shutil.copytree(repo / "concepts/toy-robot", repo / f"concepts/{BROKEN}", ignore=shutil.ignore_patterns("*.dvc"))
     concept = repo / f"concepts/{BROKEN}/concept.yaml"

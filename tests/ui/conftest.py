@@ -40,7 +40,11 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def toy_registry(chromium, tmp_path_factory) -> ToyRegistry:
-    return fill_registry(tmp_path_factory.mktemp("ui-registry"))
+    # Session fixtures are set up before the per-test clean-up of MLFLOW_TRACKING_URI, which conceptlab
+    # lets win over params.yaml: without this, an earlier test's URI would receive the registrations.
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return fill_registry(tmp_path_factory.mktemp("ui-registry"))
 
 
 @pytest.fixture(scope="session")
