@@ -27,14 +27,14 @@ def run_gate(ctx: ConceptContext) -> gate.GateVerdict:
 
 
 def gate_outcome(verdict: dict) -> str:
-    """A trained concept's outcome in retrain's words, from the gate's verdict."""
+    """The gate's verdict in words: "promoted v3", "kept v3 (already champion)" or "refused v3 (failed: ...)"."""
     version = f"v{verdict['challenger_version']}"
     if verdict["promoted"]:
-        return f"trained+promoted {version}"
+        return f"promoted {version}"
     if verdict["passed"]:
-        return f"trained+kept {version} (already champion)"
+        return f"kept {version} (already champion)"
     failed = ", ".join(c["name"] for c in verdict["checks"] if not c["passed"])
-    return f"trained+refused {version} (failed: {failed})"
+    return f"refused {version} (failed: {failed})"
 
 
 @flow(name="promote", log_prints=True)
@@ -47,9 +47,9 @@ def promote(concept: str, repo: str = ".") -> dict:
         table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in verdict.checks],
         description=f"promotion gate for v{verdict.challenger_version} against {verdict.reference}",
     )
-    outcome = "promoted to champion" if verdict.promoted else ("kept" if verdict.passed else "refused")
-    get_run_logger().info("%s v%s: %s", concept, verdict.challenger_version, outcome)
     verdict = verdict.model_dump(mode="json")
-    # The message is the outcome in words ("promoted v3", ...): a train-concept run that started this one
-    # through its deployment reads it from the Prefect API (no shared result storage).
-    return Completed(message=gate_outcome(verdict).removeprefix("trained+"), data=verdict)
+    outcome = gate_outcome(verdict)
+    get_run_logger().info("%s: %s", concept, outcome)
+    # The message is the outcome: a train-concept run that started this one through its deployment
+    # reads it from the Prefect API (no shared result storage).
+    return Completed(message=outcome, data=verdict)

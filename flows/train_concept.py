@@ -148,4 +148,4 @@ def train_concept(
     from flows.promote import gate_outcome, promote  # here: flows.promote imports this module
 
     result["verdict"] = promote(concept, repo=repo)
-    return Completed(message=gate_outcome(result["verdict"]), data=result)
+    return Completed(message=f"trained+{gate_outcome(result['verdict'])}", data=result)
