@@ -19,9 +19,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from components.io import ADAPTER_FILE, read_json, sha256_file
+from components.promote import CHAMPION as DEFAULT_ALIAS
+from components.register import TAG
 
-TAG = "conceptlab"
-DEFAULT_ALIAS = "champion"
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
 
 
@@ -65,8 +65,14 @@ def cache_root() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the embedded store the demo writes: sqlite:///mlflow.db here."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    """The registry the flows write to: $MLFLOW_TRACKING_URI, else params.yaml's registry.tracking_uri
+    here, else the embedded store the demo writes (sqlite:///mlflow.db here)."""
+    from components.config import load_params
+    from components.register import resolve_tracking_uri
+
+    params = Path("params.yaml")
+    configured = load_params(params).registry.tracking_uri if params.is_file() else "sqlite:///mlflow.db"
+    return resolve_tracking_uri(configured, Path("."))
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
