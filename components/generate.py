@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def generate(
         names = _activate(pipe, adapters)
         switched = time.perf_counter()
         images = []
-        with _Fused(pipe, names) if fuse else _nullcontext():
+        with _Fused(pipe, names) if fuse else nullcontext():
             fused = time.perf_counter()
             for prompt in prompts:
                 for seed in seeds:
@@ -281,14 +282,6 @@ def generate(
     )
     timings = {"activate_s": switched - started, "fuse_s": fused - switched, "draw_s": drawn - fused}
     return GenerationResult(images, settings, time.perf_counter() - started, timings)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _settings(pipe, family, adapters, prompts, seeds, steps, guidance, width, height, sampler, fuse, negative):
