@@ -17,7 +17,7 @@ from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired
 from components.config import Concept, EvalParams
 from components.generation import generate
 from components.io import ADAPTER_FILE, StageResult, new_staging_dir, publish, sha256_file
-from components.report_html import render_html_report
+from components.report_html import PAIRED, render_html_report
 
 FORMULAS = {
     "clip_t": "mean over generated images of cos(CLIP_text(prompt without the identifier), CLIP_image(image))",
@@ -178,7 +178,7 @@ def make_grid(
 def render_report(result: EvalResult, concept: Concept) -> str:
     rows = "\n".join(
         f"| {name} | {result.base[name]:.4f} | {result.adapter[name]:.4f} | {result.adapter[name] - result.base[name]:+.4f} |"
-        for name in ("clip_i", "clip_t", "diversity", "class_clip_i", "class_diversity")
+        for name in PAIRED
     )
     s = result.settings
     return (
