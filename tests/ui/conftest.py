@@ -108,12 +108,15 @@ class UiServer:
 
 @pytest.fixture(scope="session")
 def ui_servers(toy_registry, tmp_path_factory):
-    """Two apps on the same registry, started at once: read-only, and with --allow-promotion."""
+    """Two apps on the same registry, started at once: read-only, and with --allow-promotion for alice
+    (the user an authenticating proxy names in X-Forwarded-User)."""
     folder = tmp_path_factory.mktemp("ui-servers")
     cache = folder / "cache"
     servers = {
         "readonly": UiServer(toy_registry.tracking_uri, folder / "readonly.log", cache),
-        "promotion": UiServer(toy_registry.tracking_uri, folder / "promotion.log", cache, "--allow-promotion"),
+        "promotion": UiServer(
+            toy_registry.tracking_uri, folder / "promotion.log", cache, "--allow-promotion", "--promoter", "alice"
+        ),
     }
     try:
         yield {name: server.wait() for name, server in servers.items()}
@@ -122,7 +125,9 @@ def ui_servers(toy_registry, tmp_path_factory):
             server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop on this thread while it runs, and Prefect's
+# sync-or-async calls (Artifact.get, State.result) then return coroutines; tests after these must not see it.
+@pytest.fixture(scope="module")
 def browser(chromium):
     from playwright.sync_api import sync_playwright
 

@@ -183,6 +183,17 @@ def test_promotion_by_hand_is_refused_without_the_flag(ui_servers, page, toy_reg
     assert str(client.get_model_version_by_alias(toy_registry.concept, "champion").version) == "1"
 
 
+def test_promotion_behind_a_proxy_is_only_for_the_named_promoters(ui_servers, page, toy_registry):
+    """Started with --promoter alice: anyone else the proxy names, or nobody, is refused before the
+    registry is touched."""
+    client, _, _ = registry_view(toy_registry)
+    url = f"{ui_servers['promotion'].url}/concepts/{toy_registry.concept}/promote"
+    refused = page.request.post(url, form={"version": "2"}, headers={"X-Forwarded-User": "mallory"})
+    assert refused.status == 403 and "mallory may not move champion (allowed: alice)" in refused.text()
+    assert page.request.post(url, form={"version": "2"}).status == 403
+    assert str(client.get_model_version_by_alias(toy_registry.concept, "champion").version) == "1"
+
+
 def test_promotion_by_hand_moves_champion_and_records_who(ui_servers, browser, toy_registry, artifacts):
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, extra_http_headers={"X-Forwarded-User": "alice"}
