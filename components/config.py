@@ -84,12 +84,35 @@ class TrainParams(_Strict):
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
-    use_8bit_adam: bool = False
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw", description="adamw_8bit: bitsandbytes' 8-bit AdamW states (a CUDA GPU and the `gpu` extra)"
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     checkpoint_every: int = Field(100, ge=1)
     checkpoints_total_limit: int = Field(2, ge=1)
+    base_quantization: Literal["none", "nf4", "int8"] = Field(
+        "none", description="load the frozen denoiser in bitsandbytes NF4/int8 (CUDA); LoRA weights stay fp32"
+    )
+    offload_frozen: Literal["none", "cpu", "free"] = Field(
+        "cpu",
+        description="after latents and text embeddings are cached: VAE and frozen text encoders stay on the "
+        "device (none), move to the CPU (cpu) or are deleted (free)",
+    )
+    snr_gamma: float | None = Field(
+        None, gt=0, description="min-SNR-gamma loss weighting (U-Net families, epsilon and v targets); None: off"
+    )
+    noise_offset: float = Field(0.0, ge=0, description="per-channel noise offset (U-Net families); 0: off")
+    timestep_density: Literal["auto", "uniform", "logit_normal", "mode"] = Field(
+        "auto", description="flow matching: the density noise levels are drawn from; auto: the family's own"
+    )
+    timestep_logit_mean: float = Field(0.0, description="logit_normal density: mean of the logit")
+    timestep_logit_std: float = Field(1.0, gt=0, description="logit_normal density: std of the logit")
+    timestep_mode_scale: float = Field(1.29, description="mode density: its scale (SD3 paper)")
+    timestep_shift: float | Literal["auto"] = Field(
+        "auto", description="flow matching: noise-level shift s; auto: the model scheduler's own shift"
+    )
     flip_augment: bool = Field(True, description="random horizontal flip (on cached latents)")
     num_processes: int = Field(
         1,
@@ -106,6 +129,13 @@ class TrainParams(_Strict):
     def _yaml_no_is_not_false(cls, v):
         # `dvc exp run -S` rewrites params.yaml without quotes, and YAML 1.1 reads a bare `no` as false.
         return "no" if v is False else v
+
+    @field_validator("timestep_shift")
+    @classmethod
+    def _shift_is_positive(cls, v):
+        if v != "auto" and not v > 0:
+            raise ValueError("timestep_shift must be 'auto' or a number > 0")
+        return v
 
     @model_validator(mode="after")
     def _batch_splits_evenly(self):

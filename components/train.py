@@ -19,7 +19,7 @@ import csv
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -34,9 +34,16 @@ from components.base_model import model_identity, resolve_model
 from components.config import ConfigError, TrainParams
 from components.errors import CheckpointMismatch, TrainingDiverged
 from components.families import Family, Parts, TrainImage, family_for
+from components.families.base import LossOptions
 from components.io import StageResult, new_staging_dir, publish, read_json, sha256_file, sha256_json, write_json
 from components.lora import adapted, add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from components.train_memory import (
+    check_memory_options,
+    is_quantized,
+    quantization_config,
+    release_frozen,
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class Models:
     parts: Parts
     device: torch.device
     dtype: torch.dtype
+    loss_options: LossOptions
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,9 @@ def train(
     family = family_for(folder)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weight_dtype = _precision(params, device)
+    check_memory_options(params, device)  # before minutes of loading: 8-bit and quantized need CUDA
+    loss_options = LossOptions.of(params)
+    family.check_loss_options(loss_options)
     # accelerate keeps one precision per process; a second run in this process (tests, benchmarks,
     # experiments) may ask for another, so the per-run part of its state starts afresh.
     AcceleratorState._reset_state()
@@ -246,14 +257,26 @@ def train(
     shard = Shard(accelerator.process_index, accelerator.num_processes)
     is_main = accelerator.is_main_process
 
-    # 1. The frozen base model, loaded by the same code path as any hub checkpoint.
-    parts = family.parts(family.load_pipeline(folder))
+    # 1. The frozen base model, loaded by the same code path as any hub checkpoint (a quantized denoiser
+    # loads in weight_dtype, straight onto the GPU). The denoiser joins the device after caching: the VAE
+    # and the text encoders (T5) are never there beside it unless offload_frozen is 'none'.
+    quantization = quantization_config(params, family, weight_dtype)
+    load_dtype = weight_dtype if quantization is not None else torch.float32
+    parts = family.parts(family.load_pipeline(folder, load_dtype, "cpu", quantization))
     torch.manual_seed(params.seed)  # LoRA A matrices are drawn here
     trainable = add_lora(family, parts, params)
     adapters = adapted(parts)  # the modules that carry LoRA, unwrapped: what checkpoints and the adapter save
+
+    def to_device(module: torch.nn.Module) -> None:  # LoRA weights in float32, the frozen ones in weight_dtype
+        if is_quantized(module):  # bitsandbytes weights keep their dtype; the LoRA layers follow the device
+            module.to(device)
+        else:
+            module.to(device, dtype=weight_dtype)
+        cast_training_params([module], dtype=torch.float32)
+
     for module in parts.modules():
-        module.to(device, dtype=weight_dtype)
-    cast_training_params(list(adapters.values()), dtype=torch.float32)
+        if module is not parts.denoiser:
+            to_device(module)
     if params.gradient_checkpointing:
         parts.denoiser.enable_gradient_checkpointing()
         for name, module in adapters.items():
@@ -265,7 +288,6 @@ def train(
     parts.vae.eval()
     instance_cache = _encode_images(family, parts.vae, data.instance_images, data.resolution, device)
     class_cache = _encode_images(family, parts.vae, data.class_images, data.resolution, device) if use_prior else None
-    parts.vae.to("cpu")
     prompts = list(dict.fromkeys(data.instance_captions + ([data.class_prompt] if use_prior else [])))
     prompt_tokens = family.tokenize(parts, prompts)
     instance_prompt_idx = torch.tensor([prompts.index(c) for c in data.instance_captions])
@@ -275,9 +297,9 @@ def train(
         with torch.no_grad():
             tokens = {k: v.to(device) for k, v in prompt_tokens.items()}
             cached_embeddings = {k: v.float().cpu() for k, v in family.encode_prompts(parts, tokens).items()}
-        for encoder in parts.text_encoders.values():
-            encoder.to("cpu")
     cache = Cache(instance_cache, class_cache, prompt_tokens, cached_embeddings, instance_prompt_idx, class_prompt_idx)
+    release_frozen(parts, params.offload_frozen, text_encoders_cached=cached_embeddings is not None)
+    to_device(parts.denoiser)
 
     # 3. Optimiser and schedule.
     optimizer = _optimizer(params, adapters, parts.denoiser_name)
@@ -307,7 +329,7 @@ def train(
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
     # 5. The loop.
-    models = Models(family, parts, device, weight_dtype)
+    models = Models(family, parts, device, weight_dtype, loss_options)
     for module in adapters.values():
         module.train()
     loop_started = time.time()
@@ -375,6 +397,7 @@ def train(
         accelerator.wait_for_everyone()
         return TrainResult.read(out_dir / "train.json")
     staging = new_staging_dir(out_dir)
+    params_dump = params.model_dump(mode="json")
     adapter = save_adapter(staging, family, parts)
     _write_loss_curve(staging / "loss.csv", losses)
     write_json(
@@ -390,6 +413,12 @@ def train(
             "class_prompt": data.class_prompt,
             "class_images": len(data.class_images),
             "inputs_sha256": inputs_sha,
+            "loss_options": {
+                "family": family.name,
+                "prediction": getattr(parts.scheduler.config, "prediction_type", None) or "flow_velocity",
+                **asdict(loss_options),
+            },
+            "memory_options": {k: params_dump[k] for k in MEMORY_KEYS},
         },
     )
     result = TrainResult(
@@ -430,7 +459,7 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache, shar
         image_cond = {k: torch.cat([v, class_cond[k]]) for k, v in image_cond.items()}
         prompt_rows = torch.cat([prompt_rows, torch.full((b,), cache.class_prompt)])
     noise = torch.randn(latents.shape, generator=g)
-    noised = m.family.noisy_input(m.parts.scheduler, latents, noise, g)
+    noised = m.family.noisy_input(m.parts.scheduler, latents, noise, g, m.loss_options)
     rows = shard.rows(b)
     n = len(rows)  # instance rows here; as many class rows follow them
     if cache.classes is not None:
@@ -447,16 +476,28 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache, shar
         m.parts, noised.noisy[rows].to(m.device, m.dtype), noised.timesteps[rows].to(m.device), prompt, image
     ).float()
     target = noised.target[rows].to(m.device)
+    weights = None if noised.weights is None else noised.weights[rows].to(m.device)
     if cache.classes is None:
-        loss = F.mse_loss(pred, target)
+        loss = _mse(pred, target, weights)
         return loss, torch.stack([loss, loss, torch.zeros_like(loss)]).detach()
-    inst = F.mse_loss(pred[:n], target[:n])
-    prior = F.mse_loss(pred[n:], target[n:])
+    inst = _mse(pred[:n], target[:n], None if weights is None else weights[:n])
+    prior = _mse(pred[n:], target[n:], None if weights is None else weights[n:])
     loss = inst + params.prior_loss_weight * prior
     return loss, torch.stack([loss, inst, prior]).detach()
 
 
-_HOW = {"num_processes", "ddp_timeout_s"}  # train params that spread a run, not what it computes
+def _mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error; with per-row weights, the mean over rows of weight x the row's mean error."""
+    if weights is None:
+        return F.mse_loss(pred, target)
+    per_row = F.mse_loss(pred, target, reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (weights * per_row).mean()
+
+
+# Train params that spread a run or place its frozen weights, not what it computes: a checkpoint resumes
+# under other values of these.
+_HOW = {"num_processes", "ddp_timeout_s", "offload_frozen"}
+MEMORY_KEYS = ("optimizer", "base_quantization", "offload_frozen", "gradient_checkpointing", "mixed_precision")
 _QUIET = {"disable": True}  # one progress bar: the main process's
 
 
@@ -491,16 +532,10 @@ def _optimizer(params: TrainParams, adapters: dict[str, torch.nn.Module], denois
     kwargs = dict(
         betas=(params.adam_beta1, params.adam_beta2), weight_decay=params.adam_weight_decay, eps=params.adam_epsilon
     )
-    if params.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-        except ImportError as exc:
-            raise RuntimeError(
-                "train.use_8bit_adam needs bitsandbytes, the locked `gpu` extra: run `uv sync --frozen --extra gpu` "
-                "(or set train.use_8bit_adam: false)"
-            ) from exc
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.use_8bit_adam needs a CUDA GPU; set it to false on CPU")
+    if params.optimizer == "adamw_8bit":
+        check_memory_options(params, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        import bitsandbytes as bnb
+
         return bnb.optim.AdamW8bit(groups, **kwargs)
     return torch.optim.AdamW(groups, **kwargs)
 

@@ -44,7 +44,7 @@ class Parts:
     denoiser: torch.nn.Module
     text_encoders: dict[str, torch.nn.Module]  # "text_encoder", "text_encoder_2", ...
     tokenizers: dict[str, Any]  # keyed like the text encoder each one feeds
-    vae: torch.nn.Module
+    vae: torch.nn.Module | None  # None once training has cached the latents and dropped it (offload_frozen: free)
     scheduler: Any  # the training noise scheduler
 
     def adaptable(self) -> dict[str, torch.nn.Module]:
@@ -52,7 +52,7 @@ class Parts:
         return {self.denoiser_name: self.denoiser, **self.text_encoders}
 
     def modules(self) -> list[torch.nn.Module]:
-        return [self.denoiser, *self.text_encoders.values(), self.vae]
+        return [m for m in (self.denoiser, *self.text_encoders.values(), self.vae) if m is not None]
 
 
 @dataclass
@@ -62,6 +62,26 @@ class Noised:
     noisy: torch.Tensor
     timesteps: torch.Tensor
     target: torch.Tensor
+    weights: torch.Tensor | None = None  # per-row loss weights (min-SNR-gamma); None: every row weighs 1
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The train.* keys that shape the noise and the loss (params.yaml documents each). A family uses
+    those that apply to it and refuses, naming the key, those that do not (``check_loss_options``)."""
+
+    snr_gamma: float | None = None
+    noise_offset: float = 0.0
+    timestep_density: str = "auto"
+    timestep_logit_mean: float = 0.0
+    timestep_logit_std: float = 1.0
+    timestep_mode_scale: float = 1.29
+    timestep_shift: float | str = "auto"
+
+    @classmethod
+    def of(cls, params) -> LossOptions:
+        """The loss options of a TrainParams (or anything with these attributes)."""
+        return cls(**{f: getattr(params, f) for f in cls.__dataclass_fields__})
 
 
 # LoRA targets inside text encoders, by transformers model_type (attention projections).
@@ -104,10 +124,15 @@ class Family(ABC):
 
         return getattr(diffusers, self.pipeline)
 
-    def load_pipeline(self, folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-        pipe = self.pipeline_class().from_pretrained(folder, dtype=dtype, **self.pipeline_kwargs)
+    def load_pipeline(
+        self, folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu", quantization_config=None
+    ):
+        """The pipeline on ``device``; with diffusers' ``PipelineQuantizationConfig`` its quantized
+        components load straight onto the GPU (bitsandbytes) and everything stays where it loaded."""
+        extra = {} if quantization_config is None else {"quantization_config": quantization_config}
+        pipe = self.pipeline_class().from_pretrained(folder, dtype=dtype, **self.pipeline_kwargs, **extra)
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device)
+        return pipe.to(device) if quantization_config is None else pipe
 
     def native_resolution(self, folder: Path) -> int:
         """The pixel size the checkpoint was trained at: denoiser sample size x VAE downsampling."""
@@ -161,8 +186,15 @@ class Family(ABC):
         return {}
 
     @abstractmethod
-    def noisy_input(self, scheduler, latents: torch.Tensor, noise: torch.Tensor, g: torch.Generator) -> Noised:
-        """Draws timesteps from ``g`` and returns the noisy latents and the loss target."""
+    def noisy_input(
+        self, scheduler, latents: torch.Tensor, noise: torch.Tensor, g: torch.Generator, options: LossOptions
+    ) -> Noised:
+        """Draws timesteps (and any other randomness the options ask for) from ``g`` and returns the noisy
+        latents, the loss target and, where the options weight rows, the per-row loss weights."""
+
+    @abstractmethod
+    def check_loss_options(self, options: LossOptions) -> None:
+        """Raises ConfigError naming the train key of an option this family cannot apply."""
 
     @abstractmethod
     def predict(

@@ -7,8 +7,9 @@ from typing import ClassVar
 
 import torch
 
+from components.config import ConfigError
 from components.families import flow_matching as fm
-from components.families.base import Family, Noised, Parts
+from components.families.base import Family, LossOptions, Noised, Parts
 
 # For a rectified-flow path, a deterministic DDIM step is an Euler step of the velocity ODE, so both names
 # mean the model's own flow-matching Euler sampler; the other samplers assume a DDPM noise schedule.
@@ -41,14 +42,39 @@ class FlowMatchingFamily(Family):
         """Tokens the transformer sees for these latents (the dynamic shift grows with it)."""
         return latents.shape[-2] * latents.shape[-1] // 4  # 2x2 patches in both Flux and SD3
 
-    def noisy_input(self, scheduler, latents: torch.Tensor, noise: torch.Tensor, g: torch.Generator) -> Noised:
-        u = fm.sample_noise_levels(latents.shape[0], g, self.noise_density)
-        sigmas = fm.shift_noise_levels(u, fm.scheduler_shift(scheduler.config, self.image_seq_len(latents)))
+    def noise_shift(self, scheduler, latents: torch.Tensor, options: LossOptions) -> float:
+        """train.timestep_shift, or (auto) the shift the model's scheduler uses for images of this size."""
+        if options.timestep_shift == "auto":
+            return fm.scheduler_shift(scheduler.config, self.image_seq_len(latents))
+        return float(options.timestep_shift)
+
+    def noisy_input(self, scheduler, latents, noise, g, options: LossOptions) -> Noised:
+        density = self.noise_density if options.timestep_density == "auto" else options.timestep_density
+        u = fm.sample_noise_levels(
+            latents.shape[0],
+            g,
+            density,
+            logit_mean=options.timestep_logit_mean,
+            logit_std=options.timestep_logit_std,
+            mode_scale=options.timestep_mode_scale,
+        )
+        sigmas = fm.shift_noise_levels(u, self.noise_shift(scheduler, latents, options))
         return Noised(
             noisy=fm.noisy_input(latents, noise, sigmas),
             timesteps=sigmas * self.timestep_scale,
             target=fm.velocity_target(latents, noise),
         )
+
+    def check_loss_options(self, options: LossOptions) -> None:
+        # Min-SNR weights and offset noise are defined on a DDPM schedule; a flow-matching model's
+        # counterparts are the noise-level density and shift.
+        for key, off in (("snr_gamma", None), ("noise_offset", 0.0)):
+            if getattr(options, key) != off:
+                raise ConfigError(
+                    f"train.{key} applies to the DDPM U-Net families (SD1.x/2.x, SDXL); {self.name} trains by "
+                    f"flow matching: set it to {off!r} and shape the noise levels with train.timestep_density "
+                    f"and train.timestep_shift instead"
+                )
 
     def lora_targets(self, parts: Parts, target_modules: list[str] | None, train_text_encoder: bool):
         targets = super().lora_targets(parts, target_modules, train_text_encoder)

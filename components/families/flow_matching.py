@@ -2,7 +2,7 @@
 
 The model sees x_t = (1 - s) x0 + s noise at a noise level s in [0, 1] and predicts the velocity
 noise - x0; the samplers (FlowMatchEulerDiscreteScheduler) integrate that velocity from s = 1 to 0.
-Training noise levels are drawn from a density on (0, 1) (uniform, or the SD3 paper's logit-normal) and
+Training noise levels are drawn from a density on (0, 1) (uniform, or the SD3 paper's logit-normal or mode) and
 then shifted towards noise exactly as the model's own scheduler shifts them at inference: SD3 by its fixed
 ``shift``, FLUX.1-dev by exp(mu) with mu growing with the image's token count (``use_dynamic_shifting``).
 Noise levels are continuous (as in the SD3 paper and BFL's trainer), not drawn from the 1000 discrete
@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-Density = Literal["uniform", "logit_normal"]
+Density = Literal["uniform", "logit_normal", "mode"]
 
 FLUX_TRAIN_GUIDANCE = 3.5
 """The guidance value FLUX.1-dev's guidance embedding sees while training (diffusers' and kohya's default)."""
@@ -29,19 +29,30 @@ def sample_noise_levels(
     density: Density = "logit_normal",
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    mode_scale: float = 1.29,
 ) -> torch.Tensor:
-    """Unshifted noise levels u in (0, 1), drawn from ``generator`` (diffusers' SD3 density helper)."""
+    """Unshifted noise levels u in (0, 1), drawn from ``generator`` (diffusers' SD3 density helper):
+    logit_normal: sigmoid(N(logit_mean, logit_std)); mode: 1 - v - mode_scale·(cos²(πv/2) - 1 + v) for a
+    uniform v (mode_scale 0 is uniform; larger ones favour the middle)."""
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
-    if density not in ("uniform", "logit_normal"):
-        raise ValueError(f"unknown noise-level density {density!r}; use 'uniform' or 'logit_normal'")
+    if density not in ("uniform", "logit_normal", "mode"):
+        raise ValueError(f"unknown noise-level density {density!r}; use 'uniform', 'logit_normal' or 'mode'")
+    if density == "mode":
+        return mode_density(torch.rand(batch, generator=generator), mode_scale)
     return compute_density_for_timestep_sampling(
-        weighting_scheme="logit_normal" if density == "logit_normal" else "none",
+        weighting_scheme=density if density != "uniform" else "none",
         batch_size=batch,
         logit_mean=logit_mean,
         logit_std=logit_std,
+        mode_scale=mode_scale,
         generator=generator,
     )
+
+
+def mode_density(v: torch.Tensor, scale: float) -> torch.Tensor:
+    """The SD3 paper's mode sampling: uniform v -> 1 - v - scale·(cos²(πv/2) - 1 + v)."""
+    return 1 - v - scale * (torch.cos(math.pi * v / 2) ** 2 - 1 + v)
 
 
 def shift_noise_levels(u: torch.Tensor, shift: float) -> torch.Tensor:

@@ -75,7 +75,7 @@ def test_noise_level_densities_are_reproducible_and_shaped():
     outer = lambda u: ((u < 0.2) | (u > 0.8)).float().mean().item()  # noqa: E731
     assert outer(ln) < 0.2 and outer(uni) == pytest.approx(0.4, abs=0.02)
     with pytest.raises(ValueError, match="density"):
-        fm.sample_noise_levels(2, torch.Generator(), "mode")
+        fm.sample_noise_levels(2, torch.Generator(), "cosmap")
 
 
 def test_latents_are_normalized_with_shift_then_scale():

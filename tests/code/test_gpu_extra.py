@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.config import TrainParams
+from components.config import ConfigError, TrainParams
 from components.train import _optimizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,5 +50,5 @@ def test_8bit_adam_without_the_extra_names_the_command():
     if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed here (the gpu extra)")
     layer = torch.nn.Linear(2, 2)
-    with pytest.raises(RuntimeError, match=r"uv sync --frozen --extra gpu"):
-        _optimizer(TrainParams(use_8bit_adam=True), {"unet": layer}, "unet")
+    with pytest.raises(ConfigError, match=r"train\.optimizer 'adamw_8bit' needs .*uv sync --frozen --extra gpu"):
+        _optimizer(TrainParams(optimizer="adamw_8bit"), {"unet": layer}, "unet")
