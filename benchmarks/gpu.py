@@ -1,12 +1,16 @@
 """GPU benchmark: conceptlab's own training and class-prior code on random-weight models of the real
 shapes (SD1.5 at 512 px, SDXL and FLUX.1-dev at 1024 px), built on the device from their configs (nothing shipped or
-downloaded). Per model and setting (bf16; bf16 + gradient checkpointing): seconds per step (median of
-the steady steps) and peak GiB allocated; per model: class-prior images/s. With ``--reference`` it also
+downloaded). Per model and setting (bf16; bf16 + gradient checkpointing; with ``--options`` also one
+row per memory option: 8-bit AdamW, NF4 and int8 base, the frozen parts kept or freed, and the
+combinations the issue's goals name): seconds per step (median of the steady steps) and peak GiB
+allocated; per model: class-prior images/s. Rows that need CUDA and bitsandbytes are recorded as skipped,
+with the reason, where those are missing. With ``--reference`` it also
 runs diffusers' own examples/dreambooth/train_dreambooth_lora*.py on the same model, images and
 settings and prints the ratio. Writes benchmarks/results/gpu-<device>.json and prints a table.
 
     uv run python -m benchmarks.gpu                                   # on a GPU machine, ~5 min on an H100
     uv run python -m benchmarks.gpu --reference ~/src/diffusers       # + diffusers' scripts, side by side
+    uv run python -m benchmarks.gpu --options                         # + a row per memory option
     uv run python -m benchmarks.gpu --smoke                           # tiny shapes on the CPU, seconds
 
 ``--reference`` takes a diffusers source checkout (outside this repository; never commit it) at the
@@ -32,7 +36,18 @@ import typer
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "a photo of sks robot"
-SETTINGS = {"bf16": False, "bf16+checkpointing": True}  # name -> gradient checkpointing
+# name -> train params over bf16 (reference rows: diffusers' scripts take only gradient checkpointing)
+SETTINGS = {"bf16": {}, "bf16+checkpointing": {"gradient_checkpointing": True}}
+OPTION_SETTINGS = {  # --options: one row per memory option, and the combinations the goals name
+    "bf16+offload_none": {"offload_frozen": "none"},
+    "bf16+offload_free": {"offload_frozen": "free"},
+    "bf16+adamw_8bit": {"optimizer": "adamw_8bit"},
+    "bf16+nf4": {"base_quantization": "nf4"},
+    "bf16+int8": {"base_quantization": "int8"},
+    "bf16+checkpointing+adamw_8bit": {"gradient_checkpointing": True, "optimizer": "adamw_8bit"},
+    "bf16+checkpointing+nf4": {"gradient_checkpointing": True, "base_quantization": "nf4"},
+    "bf16+checkpointing+int8": {"gradient_checkpointing": True, "base_quantization": "int8"},
+}
 # Run a reference script in this interpreter and report its peak allocated GPU memory at exit.
 _REFERENCE_WRAPPER = (
     "import atexit, runpy, sys, torch\n"
@@ -100,7 +115,23 @@ def _prepare_images(work: Path, resolution: int) -> tuple[Path, Path]:
     return work / "curated", work / "captions"
 
 
-def _ours(folder: Path, resolution: int, curated: Path, captions: Path, work: Path, steps: int, rank: int, ckpt: bool):
+def _unavailable(options: dict) -> str | None:
+    """Why this machine cannot run a setting (train's own check), or None."""
+    import torch
+
+    from components.config import ConfigError, TrainParams
+    from components.train_memory import check_memory_options
+
+    try:
+        check_memory_options(TrainParams(**options), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _ours(
+    folder: Path, resolution: int, curated: Path, captions: Path, work: Path, steps: int, rank: int, options: dict
+):
     from components.config import TrainParams
     from components.train import load_train_data, train
 
@@ -111,9 +142,9 @@ def _ours(folder: Path, resolution: int, curated: Path, captions: Path, work: Pa
         alpha=float(rank),  # as the reference script (alpha = rank)
         learning_rate=1e-4,
         mixed_precision="bf16",
-        gradient_checkpointing=ckpt,
         with_prior_preservation=False,
         checkpoint_every=10**6,
+        **options,
     )
     _reset_peak()
     result = train(data, params, work / "adapter", work / "checkpoints")
@@ -192,6 +223,7 @@ def main(
         Path | None, typer.Option(help="a diffusers source checkout: also run its DreamBooth scripts")
     ] = None,
     smoke: Annotated[bool, typer.Option(help="tiny models, a few steps, on whatever device (the CPU test)")] = False,
+    options: Annotated[bool, typer.Option(help="also a row per memory option (OPTION_SETTINGS)")] = False,
     out: Annotated[Path, typer.Option(help="folder for gpu-<device>.json")] = RESULTS,
 ):
     from components.io import slugify
@@ -212,11 +244,17 @@ def main(
             folder = build(work / "model", device)
             timings[f"{name} build"] = time.time() - t
             curated, captions = _prepare_images(work, resolution)
-            for setting, ckpt in SETTINGS.items():
+            for setting, train_options in (SETTINGS | (OPTION_SETTINGS if options else {})).items():
                 t = time.time()
                 row = {"model": name, "resolution": resolution, "setting": setting, "rank": rank, "steps": steps}
-                row["ours"] = _ours(folder, resolution, curated, captions, work / setting, steps, rank, ckpt)
-                if reference is not None:
+                row["options"] = train_options
+                skipped = _unavailable(train_options)
+                if skipped:
+                    rows.append(row | {"skipped": skipped})
+                    continue
+                row["ours"] = _ours(folder, resolution, curated, captions, work / setting, steps, rank, train_options)
+                ckpt = train_options.get("gradient_checkpointing", False)
+                if reference is not None and setting in SETTINGS:
                     row["reference"] = _reference(
                         reference, script, folder, resolution, curated, work / setting, steps, rank, ckpt
                     )
@@ -258,12 +296,15 @@ def _fmt(value, spec: str) -> str:
 def _print_table(report: dict) -> None:
     print(f"\n{report['device']}, {report['date']}, torch {report['torch']}, diffusers {report['diffusers']}")
     print(
-        f"{'model':6} {'px':>5} {'setting':20} {'s/step':>8} {'GiB':>6} {'ref s/step':>10} {'ref GiB':>8} {'speedup':>8}"
+        f"{'model':6} {'px':>5} {'setting':30} {'s/step':>8} {'GiB':>6} {'ref s/step':>10} {'ref GiB':>8} {'speedup':>8}"
     )
     for r in report["rows"]:
+        if "skipped" in r:
+            print(f"{r['model']:6} {r['resolution']:5d} {r['setting']:30} skipped: {r['skipped']}")
+            continue
         ref = r.get("reference", {})
         print(
-            f"{r['model']:6} {r['resolution']:5d} {r['setting']:20} {_fmt(r['ours']['s_per_step'], '8.4f')} "
+            f"{r['model']:6} {r['resolution']:5d} {r['setting']:30} {_fmt(r['ours']['s_per_step'], '8.4f')} "
             f"{_fmt(r['ours']['peak_gib'], '6.2f')} {_fmt(ref.get('s_per_step'), '10.4f')} "
             f"{_fmt(ref.get('peak_gib'), '8.2f')} {_fmt(r.get('speedup'), '7.2f')}{'x' if 'speedup' in r else ' '}"
         )
