@@ -192,9 +192,14 @@ class Family(ABC):
         """Draws timesteps (and any other randomness the options ask for) from ``g`` and returns the noisy
         latents, the loss target and, where the options weight rows, the per-row loss weights."""
 
-    @abstractmethod
     def check_loss_options(self, options: LossOptions) -> None:
-        """Raises ConfigError naming the train key of an option this family cannot apply."""
+        """Raises ConfigError naming the train key of an option this family cannot apply. A family that
+        does not override this applies none of them: any key off its default is refused."""
+        from components.config import ConfigError
+
+        for key, default in LossOptions().__dict__.items():
+            if getattr(options, key) != default:
+                raise ConfigError(f"train.{key}: the {self.name} family does not apply it; leave it at {default!r}")
 
     @abstractmethod
     def predict(

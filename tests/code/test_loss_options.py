@@ -10,7 +10,7 @@ from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
 from components.config import ConfigError, TrainParams, load_params
 from components.families import flow_matching as fm
-from components.families.base import LossOptions
+from components.families.base import Family, LossOptions
 from components.families.flux import Flux
 from components.families.sd import ddpm_noisy_input, min_snr_weights, offset_noise, snr
 from components.families.sd3 import StableDiffusion3
@@ -154,6 +154,12 @@ def test_unet_options_on_a_flow_family_name_the_key(key, value):
 def test_flow_options_on_a_unet_family_name_the_key(key, value):
     with pytest.raises(ConfigError, match=rf"train\.{key}.*flow-matching"):
         StableDiffusionXL().check_loss_options(LossOptions(**{key: value}))
+
+
+def test_a_family_that_does_not_override_the_check_refuses_every_option():
+    with pytest.raises(ConfigError, match=r"train\.noise_offset"):
+        Family.check_loss_options(StableDiffusionXL(), LossOptions(noise_offset=0.1))
+    Family.check_loss_options(StableDiffusionXL(), LossOptions())
 
 
 def test_defaults_apply_to_every_family():
