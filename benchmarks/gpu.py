@@ -1,7 +1,8 @@
 """GPU benchmark: conceptlab's own training and class-prior code on random-weight models of the real
 shapes (SD1.5 at 512 px, SDXL and FLUX.1-dev at 1024 px), built on the device from their configs (nothing shipped or
 downloaded). Per model and setting (bf16; bf16 + gradient checkpointing): seconds per step (median of
-the steady steps) and peak GiB allocated; per model: class-prior images/s. With ``--reference`` it also
+the steady steps) and peak GiB allocated, beside `conceptlab plan`'s estimate for that setting (plan_gib,
+measured_gib, ratio = measured / plan; the planner aims at 0.8-1.2); per model: class-prior images/s. With ``--reference`` it also
 runs diffusers' own examples/dreambooth/train_dreambooth_lora*.py on the same model, images and
 settings and prints the ratio. Writes benchmarks/results/gpu-<device>.json and prints a table.
 
@@ -117,7 +118,31 @@ def _ours(folder: Path, resolution: int, curated: Path, captions: Path, work: Pa
     )
     _reset_peak()
     result = train(data, params, work / "adapter", work / "checkpoints")
-    return {"s_per_step": result.step_seconds, "peak_gib": _peak_gib(), "seconds": result.seconds}
+    return {"s_per_step": result.step_seconds, "peak_gib": _peak_gib(), "seconds": result.seconds}, params
+
+
+def _trace(folder: Path, resolution: int, rank: int):
+    """The planner's meta-device trace of this model's LoRA step (batch 1, no prior preservation)."""
+    from components.plan_shapes import meta_model_from_folder
+    from components.plan_trace import trace_step
+
+    return trace_step(meta_model_from_folder(folder), resolution, 1, rank)
+
+
+def _versus_plan(trace, params, measured: dict, device_name: str) -> dict:
+    """`conceptlab plan`'s estimate for the setting that ran, beside what it measured (ratio: measured/plan)."""
+    from components.plan import GPU_PEAK_TFLOPS, estimate, setting_of
+
+    gpu = next((k for k in GPU_PEAK_TFLOPS if k in device_name.lower().replace(" ", "")), "h100")
+    plan = estimate(trace, setting_of(params), gpu)
+    ratio = measured["peak_gib"] / plan.peak_gib if measured["peak_gib"] else None
+    return {
+        "plan_gib": plan.peak_gib,
+        "measured_gib": measured["peak_gib"],
+        "ratio": ratio,
+        "plan_s_per_step": plan.s_per_step,
+        "plan_gpu": gpu,
+    }
 
 
 _TQDM = re.compile(r"Steps:[^\r\n]*?(\d+)/(\d+) \[([\d:]+)<[^,\]]*,\s*([\d.]+)(it/s|s/it)")
@@ -212,10 +237,14 @@ def main(
             folder = build(work / "model", device)
             timings[f"{name} build"] = time.time() - t
             curated, captions = _prepare_images(work, resolution)
+            t = time.time()
+            trace = _trace(folder, resolution, rank)
+            timings[f"{name} plan"] = time.time() - t
             for setting, ckpt in SETTINGS.items():
                 t = time.time()
                 row = {"model": name, "resolution": resolution, "setting": setting, "rank": rank, "steps": steps}
-                row["ours"] = _ours(folder, resolution, curated, captions, work / setting, steps, rank, ckpt)
+                row["ours"], params = _ours(folder, resolution, curated, captions, work / setting, steps, rank, ckpt)
+                row |= _versus_plan(trace, params, row["ours"], device_name)
                 if reference is not None:
                     row["reference"] = _reference(
                         reference, script, folder, resolution, curated, work / setting, steps, rank, ckpt
@@ -259,6 +288,7 @@ def _print_table(report: dict) -> None:
     print(f"\n{report['device']}, {report['date']}, torch {report['torch']}, diffusers {report['diffusers']}")
     print(
         f"{'model':6} {'px':>5} {'setting':20} {'s/step':>8} {'GiB':>6} {'ref s/step':>10} {'ref GiB':>8} {'speedup':>8}"
+        f" {'plan GiB':>8} {'ratio':>6} {'plan s':>7}"
     )
     for r in report["rows"]:
         ref = r.get("reference", {})
@@ -266,6 +296,7 @@ def _print_table(report: dict) -> None:
             f"{r['model']:6} {r['resolution']:5d} {r['setting']:20} {_fmt(r['ours']['s_per_step'], '8.4f')} "
             f"{_fmt(r['ours']['peak_gib'], '6.2f')} {_fmt(ref.get('s_per_step'), '10.4f')} "
             f"{_fmt(ref.get('peak_gib'), '8.2f')} {_fmt(r.get('speedup'), '7.2f')}{'x' if 'speedup' in r else ' '}"
+            f" {_fmt(r['plan_gib'], '8.2f')} {_fmt(r['ratio'], '6.2f')} {_fmt(r['plan_s_per_step'], '7.3f')}"
         )
     for name, p in report["priors"].items():
         print(

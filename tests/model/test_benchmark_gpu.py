@@ -22,10 +22,13 @@ def test_smoke_run_writes_rows_for_each_setting(tmp_path):
     report = json.loads(next(Path(tmp_path).glob("gpu-*-smoke.json")).read_text())
     assert [r["setting"] for r in report["rows"]] == ["bf16", "bf16+checkpointing"]
     assert all(r["ours"]["s_per_step"] > 0 and r["resolution"] == 64 for r in report["rows"])
+    # the planner's estimate beside each row (measured and ratio only where a GPU reports a peak)
+    assert all(r["plan_gib"] > 0 and r["plan_s_per_step"] > 0 for r in report["rows"])
+    assert report["rows"][1]["plan_gib"] < report["rows"][0]["plan_gib"]  # checkpointing
     assert report["priors"]["sdxl"]["images_per_s"] > 0
     if reference:
         assert all(r["reference"]["s_per_step"] > 0 for r in report["rows"])
-    assert "speedup" in result.output
+    assert "speedup" in result.output and "plan GiB" in result.output
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "flux-dev"])
