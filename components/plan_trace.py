@@ -13,6 +13,7 @@ blocks, as in SDXL's attention, recursively)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from components.config import TrainParams
-from components.families import Parts
+from components.families import Parts, TrainImage
 from components.lora import add_lora
 from components.plan_shapes import MetaModel
 
@@ -142,7 +143,9 @@ def trace_step(
     train_text_encoder: bool = False,
     text_encoder_rank: int = 4,
 ) -> Trace:
-    """One training step of ``rows`` images at ``resolution`` on the meta model (16-bit weights)."""
+    """One training step of ``rows`` images at ``resolution`` on the meta model (16-bit weights). The model
+    gets LoRA and checkpointing hooks here: build a fresh one for another trace. LoRA parameters are
+    counted as peft creates them: rank x (in + out) per target module the family names."""
     family, name = model.family, model.family.denoiser_name
     modules = {name: model.denoiser, **model.text_encoders, "vae": model.vae}
     sizes = {n: _size(m) for n, m in modules.items()}
@@ -203,12 +206,8 @@ def _walk(unit: _Unit):
 
 
 def _image_conditioning(model: MetaModel, resolution: int):
-    from pathlib import Path
-
-    from components.families import TrainImage
-
-    cond = model.family.image_conditioning(TrainImage(Path("x.png"), (resolution, resolution)), resolution, False)
-    return cond.items()
+    image = TrainImage(Path("square.png"), (resolution, resolution))  # a photo already at the training size
+    return model.family.image_conditioning(image, resolution, False).items()
 
 
 class _LiveBytes(TorchDispatchMode):
