@@ -104,3 +104,17 @@ def test_plan_command_on_a_concept_and_a_named_shape(tmp_path):
     assert round(report["params_millions"]["unet"]) == 860 and "peak GiB" in result.output
     result = CliRunner().invoke(app, ["plan", "--shape", "sd9"])
     assert result.exit_code == 2 and "choose one of" in result.output
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd3", "flux.1-dev"])
+def test_named_shapes_have_the_published_sizes(name):
+    from components.plan_shapes import SHAPES
+
+    with torch.device("meta"):
+        denoiser, encoders, _ = SHAPES[name][1]()
+    millions = sum(p.numel() for p in denoiser.parameters()) / 1e6
+    # U-Nets of SD1.5 859.52 M and SDXL 2567.46 M; SD3-medium's MMDiT "2 B" (2028.3 M); FLUX.1-dev's 11901.41 M
+    assert abs(millions - {"sd15": 859.5, "sdxl": 2567.5, "sd3": 2028.3, "flux.1-dev": 11901.4}[name]) < 1
+    if "text_encoder_3" in encoders or name == "flux.1-dev":  # T5-XXL's encoder: 4.76 B
+        t5 = encoders.get("text_encoder_3", encoders.get("text_encoder_2"))
+        assert round(sum(p.numel() for p in t5.parameters()) / 1e9, 2) == 4.76
