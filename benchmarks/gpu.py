@@ -3,8 +3,10 @@ shapes (SD1.5 at 512 px, SDXL and FLUX.1-dev at 1024 px), built on the device fr
 downloaded). Per model and setting (bf16; bf16 + gradient checkpointing; with ``--options`` also one
 row per memory option: 8-bit AdamW, NF4 and int8 base, the frozen parts kept or freed, and the
 combinations the issue's goals name): seconds per step (median of the steady steps) and peak GiB
-allocated; per model: class-prior images/s. Rows that need CUDA and bitsandbytes are recorded as skipped,
-with the reason, where those are missing. With ``--reference`` it also
+allocated, beside `conceptlab plan`'s estimate for that setting (plan_gib, measured_gib, ratio = measured /
+plan; the planner aims at 0.8-1.2); per model: class-prior images/s. Rows that need CUDA and bitsandbytes
+are recorded as skipped, with the reason and the plan's estimate, where those are missing. With
+``--reference`` it also
 runs diffusers' own examples/dreambooth/train_dreambooth_lora*.py on the same model, images and
 settings and prints the ratio. Writes benchmarks/results/gpu-<device>.json and prints a table.
 
@@ -148,7 +150,38 @@ def _ours(
     )
     _reset_peak()
     result = train(data, params, work / "adapter", work / "checkpoints")
-    return {"s_per_step": result.step_seconds, "peak_gib": _peak_gib(), "seconds": result.seconds}
+    return {"s_per_step": result.step_seconds, "peak_gib": _peak_gib(), "seconds": result.seconds}, params
+
+
+def _trace(folder: Path, resolution: int, rank: int):
+    """The planner's meta-device trace of this model's LoRA step (batch 1, no prior preservation)."""
+    from components.plan_shapes import meta_model_from_folder
+    from components.plan_trace import trace_step
+
+    return trace_step(meta_model_from_folder(folder), resolution, 1, rank)
+
+
+def _planned(trace, options: dict, device_name: str) -> dict:
+    """The plan's estimate for a setting this machine cannot run (measured_gib and ratio stay None)."""
+    from components.config import TrainParams
+
+    return _versus_plan(trace, TrainParams(mixed_precision="bf16", **options), {}, device_name)
+
+
+def _versus_plan(trace, params, measured: dict, device_name: str) -> dict:
+    """`conceptlab plan`'s estimate for the setting that ran, beside what it measured (ratio: measured/plan)."""
+    from components.plan import GPU_PEAK_TFLOPS, estimate, setting_of
+
+    gpu = next((k for k in GPU_PEAK_TFLOPS if k in device_name.lower().replace(" ", "")), "h100")
+    plan = estimate(trace, setting_of(params), gpu)
+    ratio = measured["peak_gib"] / plan.peak_gib if measured.get("peak_gib") else None
+    return {
+        "plan_gib": plan.peak_gib,
+        "measured_gib": measured.get("peak_gib"),
+        "ratio": ratio,
+        "plan_s_per_step": plan.s_per_step,
+        "plan_gpu": gpu,
+    }
 
 
 _TQDM = re.compile(r"Steps:[^\r\n]*?(\d+)/(\d+) \[([\d:]+)<[^,\]]*,\s*([\d.]+)(it/s|s/it)")
@@ -244,15 +277,21 @@ def main(
             folder = build(work / "model", device)
             timings[f"{name} build"] = time.time() - t
             curated, captions = _prepare_images(work, resolution)
+            t = time.time()
+            trace = _trace(folder, resolution, rank)
+            timings[f"{name} plan"] = time.time() - t
             for setting, train_options in (SETTINGS | (OPTION_SETTINGS if options else {})).items():
                 t = time.time()
                 row = {"model": name, "resolution": resolution, "setting": setting, "rank": rank, "steps": steps}
                 row["options"] = train_options
                 skipped = _unavailable(train_options)
                 if skipped:
-                    rows.append(row | {"skipped": skipped})
+                    rows.append(row | {"skipped": skipped} | _planned(trace, train_options, device_name))
                     continue
-                row["ours"] = _ours(folder, resolution, curated, captions, work / setting, steps, rank, train_options)
+                row["ours"], params = _ours(
+                    folder, resolution, curated, captions, work / setting, steps, rank, train_options
+                )
+                row |= _versus_plan(trace, params, row["ours"], device_name)
                 ckpt = train_options.get("gradient_checkpointing", False)
                 if reference is not None and setting in SETTINGS:
                     row["reference"] = _reference(
@@ -297,16 +336,20 @@ def _print_table(report: dict) -> None:
     print(f"\n{report['device']}, {report['date']}, torch {report['torch']}, diffusers {report['diffusers']}")
     print(
         f"{'model':6} {'px':>5} {'setting':30} {'s/step':>8} {'GiB':>6} {'ref s/step':>10} {'ref GiB':>8} {'speedup':>8}"
+        f" {'plan GiB':>8} {'ratio':>6} {'plan s':>7}"
     )
     for r in report["rows"]:
         if "skipped" in r:
-            print(f"{r['model']:6} {r['resolution']:5d} {r['setting']:30} skipped: {r['skipped']}")
+            print(
+                f"{r['model']:6} {r['resolution']:5d} {r['setting']:30} plan {_fmt(r['plan_gib'], '.2f')} GiB, skipped: {r['skipped']}"
+            )
             continue
         ref = r.get("reference", {})
         print(
             f"{r['model']:6} {r['resolution']:5d} {r['setting']:30} {_fmt(r['ours']['s_per_step'], '8.4f')} "
             f"{_fmt(r['ours']['peak_gib'], '6.2f')} {_fmt(ref.get('s_per_step'), '10.4f')} "
             f"{_fmt(ref.get('peak_gib'), '8.2f')} {_fmt(r.get('speedup'), '7.2f')}{'x' if 'speedup' in r else ' '}"
+            f" {_fmt(r['plan_gib'], '8.2f')} {_fmt(r['ratio'], '6.2f')} {_fmt(r['plan_s_per_step'], '7.3f')}"
         )
     for name, p in report["priors"].items():
         print(

@@ -373,6 +373,37 @@ def generate_cmd(
         raise typer.Exit(2) from exc
 
 
+@app.command("plan")
+def plan_cmd(
+    concept: Annotated[Path | None, typer.Option(help="a concept folder or YAML: its base model and params")] = None,
+    shape: Annotated[str | None, typer.Option(help="a named model shape: flux.1-dev, sdxl, sd15, sd3")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    resolution: Annotated[int | None, typer.Option(help="default: the concept's, or the shape's native size")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: the concept's train.rank, else 16)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="default: the concept's train.batch_size, else 1")] = None,
+    prior: Annotated[bool, typer.Option(help="--shape: with prior preservation (twice the rows)")] = False,
+    gpu: Annotated[str, typer.Option(help="GPU kind for s/step: h100, h200, a100, l40s, rtx4090, rtx3090")] = "h100",
+    gpu_memory: Annotated[float | None, typer.Option(help="GiB on the GPU: mark what fits")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the estimates here")] = None,
+):
+    """Estimated peak GPU memory and s/step of every memory option (nothing is loaded: a meta-device trace)."""
+    from components.plan_cli import concept_report, report_table, shape_report, write_report
+
+    if (concept is None) == (shape is None):
+        console.print("[bold red]error:[/] give one of --concept or --shape")
+        raise typer.Exit(2)
+    if concept is not None:
+        report = _guard(
+            concept_report, concept, params, gpu, gpu_memory, resolution=resolution, rank=rank, batch_size=batch_size
+        )
+    else:
+        report = _guard(shape_report, shape, resolution, rank, batch_size, prior, gpu, gpu_memory)
+    Console(soft_wrap=False, width=200).print(report_table(report))
+    if json_path is not None:
+        write_report(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
 @flow_app.command("train-concept")
 def flow_train_concept(concept: str, repo: RepoOpt = Path("."), push: bool = True, commit: bool = True):
     """dvc repro the concept, push to the DVC remote, commit dvc.lock, register as challenger."""

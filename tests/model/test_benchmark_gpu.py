@@ -34,10 +34,14 @@ def test_smoke_run_writes_rows_for_each_setting(tmp_path):
             assert "needs" in r["skipped"] and "train." in r["skipped"], r
         else:
             assert "skipped" not in r and r["ours"]["s_per_step"] > 0, r
+    # the planner's estimate beside each row, skipped ones too (measured and ratio only where a GPU reports a peak)
+    assert all(r["plan_gib"] > 0 and r["plan_s_per_step"] > 0 for r in report["rows"])
+    plan = {r["setting"]: r["plan_gib"] for r in report["rows"]}
+    assert plan["bf16+checkpointing"] < plan["bf16"]
     assert report["priors"]["sdxl"]["images_per_s"] > 0
     if reference:
         assert all(r["reference"]["s_per_step"] > 0 for r in report["rows"] if r["setting"] in SETTINGS)
-    assert "speedup" in result.output
+    assert "speedup" in result.output and "plan GiB" in result.output
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "flux-dev"])
