@@ -19,9 +19,7 @@ MIXED = [(160, 96), (96, 160), (220, 100), (120, 100), (300, 120)]
 def test_auto_buckets_at_1024_are_sdxl_and_flux_sizes():
     buckets = auto_buckets(1024)
     assert bucket_step(1024) == 64
-    assert {(1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344)} <= set(
-        buckets
-    )
+    assert {(1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344)} <= set(buckets)
     assert buckets[0] == (512, 2048) and buckets[-1] == (2048, 512), "aspects from 1:4 to 4:1"
     for w, h in buckets:
         assert w % 64 == 0 and h % 64 == 0
@@ -77,9 +75,7 @@ def test_curate_with_auto_buckets_keeps_each_photos_aspect_and_records_it(tmp_pa
     reasons = {e.source: e.reason for e in result.entries if e.status == "rejected"}
     assert reasons["thin.png"].startswith("too small") and reasons["notes.txt"].startswith("not an image")
     saved = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert {tuple(e["bucket"]) for e in saved["entries"] if e["status"] == "accepted"} == {
-        e.bucket for e in accepted
-    }
+    assert {tuple(e["bucket"]) for e in saved["entries"] if e["status"] == "accepted"} == {e.bucket for e in accepted}
 
 
 def test_a_bucket_list_of_its_own_and_padding(tmp_path):
