@@ -159,7 +159,8 @@ def load_train_data(base_model, resolution, curated_dir: Path, captions_dir: Pat
     class_images, class_prompt = [], ""
     if prior_folder is not None:
         manifest = read_json(prior_folder / "manifest.json")
-        class_images = [_class_image(prior_folder / e["file"], e.get("size")) for e in manifest["images"]]
+        bucketed = "buckets" in manifest.get("inputs", {})  # else square: trained at the training resolution
+        class_images = [_class_image(prior_folder / e["file"], bucketed and e.get("size")) for e in manifest["images"]]
         class_prompt = manifest["prompt"]
     return TrainData(base_model, resolution, images, texts, class_images, class_prompt)
 
@@ -222,13 +223,13 @@ def _encode_images(family: Family, vae, images: list[TrainImage], resolution: in
     )
 
 
-def _check_class_buckets(instance: ImageCache, classes: ImageCache | None) -> None:
+def _check_class_buckets(data: TrainData) -> None:
     """Each batch takes its class images from its instance images' bucket: every bucket needs some."""
-    if classes is None:
-        return
-    missing = sorted(set(instance.sizes) - set(classes.sizes))
-    if missing and (len(set(instance.sizes)) > 1 or len(set(classes.sizes)) > 1):
-        have = ", ".join(f"{w}x{h}" for w, h in sorted(set(classes.sizes)))
+    instance = {i.target_size(data.resolution) for i in data.instance_images}
+    classes = {i.target_size(data.resolution) for i in data.class_images}
+    missing = sorted(instance - classes)
+    if missing:
+        have = ", ".join(f"{w}x{h}" for w, h in sorted(classes))
         raise ValueError(
             f"the class images ({have}) cover no aspect bucket "
             f"{', '.join(f'{w}x{h}' for w, h in missing)} of the instance photos; re-run `prior` after `curate` "
@@ -265,6 +266,8 @@ def train(
     use_prior = params.with_prior_preservation
     if use_prior and not data.class_images:
         raise ValueError("train.with_prior_preservation is on but there are no class images; run `prior` first")
+    if use_prior:
+        _check_class_buckets(data)
     # The process count and timeout are how the run is spread, not what it learns: a checkpoint made with 4
     # processes resumes with 2 (the same global batch and draws; float summation order aside).
     inputs_sha = sha256_json({"data": data.fingerprint(), "params": params.model_dump(mode="json", exclude=_HOW)})
@@ -312,7 +315,6 @@ def train(
     parts.vae.eval()
     instance_cache = _encode_images(family, parts.vae, data.instance_images, data.resolution, device)
     class_cache = _encode_images(family, parts.vae, data.class_images, data.resolution, device) if use_prior else None
-    _check_class_buckets(instance_cache, class_cache)
     parts.vae.to("cpu")
     prompts = list(dict.fromkeys(data.instance_captions + ([data.class_prompt] if use_prior else [])))
     prompt_tokens = family.tokenize(parts, prompts)
