@@ -20,9 +20,12 @@ MAX_ASPECT = 4.0  # SDXL's and Flux's usual lists stop at 1:4 / 4:1 (512 x 2048 
 
 
 def bucket_step(resolution: int) -> int:
-    """Side granularity: 64 px at 1024 (SDXL's and Flux's lists), resolution / 16 in general, never
-    below 8 (the VAE's factor; the 32 px toy world gets multiples of 8)."""
-    return max(8, resolution // 16 // 8 * 8)
+    """Side granularity: 64 px at 1024 (SDXL's and Flux's lists), resolution / 16 in general, in
+    multiples of 16 (the VAE's 8 x the 2x2 latent patches of Flux and SD3); 8 below 64 px, where 16
+    would leave hardly any shapes (the 32 px toy world: its VAE's factor)."""
+    if resolution < 64:
+        return 8
+    return max(16, resolution // 16 // 16 * 16)
 
 
 def auto_buckets(resolution: int) -> list[Bucket]:

@@ -13,7 +13,7 @@ from components.pipeline import run_curate
 from components.samples import write_mixed_aspect_photos, write_sample_photos
 
 PARAMS = CurateParams(min_side=64, min_images=1)
-MIXED = [(160, 96), (96, 160), (220, 100), (120, 100), (300, 120)]
+MIXED = [(160, 96), (96, 160), (220, 100), (120, 100), (300, 80)]
 
 
 def test_auto_buckets_at_1024_are_sdxl_and_flux_sizes():
@@ -30,7 +30,9 @@ def test_auto_buckets_at_1024_are_sdxl_and_flux_sizes():
 
 def test_auto_buckets_at_the_toy_worlds_32_px_are_multiples_of_8():
     assert auto_buckets(32) == [(16, 64), (24, 40), (32, 32), (40, 24), (64, 16)]
-    assert all(w % 8 == 0 and h % 8 == 0 and w * h <= 64 * 64 for w, h in auto_buckets(64))
+    # From 64 px on, multiples of 16: even latents, as Flux's and SD3's 2x2 patches need.
+    assert auto_buckets(64) == [(32, 128), (48, 80), (64, 64), (80, 48), (128, 32)]
+    assert all(w % 16 == 0 and h % 16 == 0 and w * h <= 128 * 128 for w, h in auto_buckets(128))
 
 
 def test_each_photo_gets_the_bucket_nearest_its_aspect():
@@ -69,9 +71,10 @@ def test_curate_with_auto_buckets_keeps_each_photos_aspect_and_records_it(tmp_pa
     by_size = {e.original_size: e for e in accepted}
     assert by_size[(160, 96)].bucket == (80, 48) and by_size[(160, 96)].crop_box == (0.0, 0.0, 160.0, 96.0)
     assert by_size[(96, 160)].bucket == (48, 80)
-    assert by_size[(220, 100)].bucket == (96, 40)
-    assert by_size[(220, 100)].crop_box == pytest.approx((0, 25 / 6, 220, 575 / 6)), "2.2:1 into 2.4:1: 8 px cut"
-    assert by_size[(120, 100)].bucket == (72, 56)
+    assert by_size[(220, 100)].bucket == (80, 48)
+    assert by_size[(220, 100)].crop_box == pytest.approx((80 / 3, 0, 580 / 3, 100)), "2.2:1 into 5:3: 53 px cut"
+    assert by_size[(120, 100)].bucket == (64, 64)
+    assert by_size[(300, 80)].bucket == (128, 32) and by_size[(300, 80)].crop_box == pytest.approx((0, 2.5, 300, 77.5))
     reasons = {e.source: e.reason for e in result.entries if e.status == "rejected"}
     assert reasons["thin.png"].startswith("too small") and reasons["notes.txt"].startswith("not an image")
     saved = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -115,7 +118,7 @@ def test_run_curate_writes_the_photos_per_bucket_for_the_prior(cfg, layout, conc
     params = cfg.params.model_copy(update={"curate": curate_params, "resolution": 64})  # no model to build
     run_curate(cfg.model_copy(update={"params": params}), layout)
     counts = json.loads(layout.buckets.read_text())["buckets"]
-    assert counts == [[48, 80, 1], [64, 64, 6], [80, 48, 1], [96, 40, 1]]  # 6 square sample robots
+    assert counts == [[48, 80, 1], [64, 64, 6], [80, 48, 2]]  # 6 square sample robots
 
 
 def test_bad_bucket_settings_name_the_key(tmp_path):

@@ -18,7 +18,7 @@ from components.pipeline import instance_buckets, run_caption, run_curate, run_p
 from components.prior import generate_priors, prior_inputs
 from components.samples import write_mixed_aspect_photos
 
-MIXED = [(160, 96), (96, 160), (220, 100)]  # with the sample's 6 square photos: 4 buckets at 64 px
+MIXED = [(160, 96), (96, 160), (300, 80)]  # with the sample's 6 square photos: 4 buckets at 64 px
 BATCH = 2
 
 
@@ -73,15 +73,15 @@ def pixel_size(shape) -> tuple[int, int]:
 def test_batches_come_from_one_bucket_and_priors_follow_the_buckets(cfg, layout, concept_dir):
     cfg = prepare(cfg, layout, concept_dir, max_steps=8, checkpoint_every=100)
     buckets = dict(instance_buckets(layout))
-    assert buckets == {(48, 80): 1, (64, 64): 6, (80, 48): 1, (96, 40): 1}
+    assert buckets == {(48, 80): 1, (64, 64): 6, (80, 48): 1, (128, 32): 1}
 
     prior = read_json(layout.prior / "manifest.json")
-    assert prior["inputs"]["buckets"] == [[48, 80, 1], [64, 64, 3], [80, 48, 1], [96, 40, 1]]
+    assert prior["inputs"]["buckets"] == [[48, 80, 1], [64, 64, 3], [80, 48, 1], [128, 32, 1]]
     for image in prior["images"]:
         with Image.open(layout.prior / image["file"]) as img:
             assert img.size == tuple(image["size"])
     assert sorted(tuple(i["size"]) for i in prior["images"]) == sorted(
-        [(48, 80), (64, 64), (64, 64), (64, 64), (80, 48), (96, 40)]
+        [(48, 80), (64, 64), (64, 64), (64, 64), (80, 48), (128, 32)]
     )
 
     with watch_unet() as calls:
@@ -114,8 +114,8 @@ def test_sdxl_time_ids_carry_each_photos_original_size_and_crop(cfg, layout, con
         assert all(ids in expected[bucket] for ids in instance), (instance, expected[bucket])
         w, h = bucket
         assert all(ids == [h, w, 0, 0, h, w] for ids in generated), "class images: generated at the bucket, uncut"
-    wide = [ids for ids in expected[(96, 40)] if ids[:2] == [100, 220]]
-    assert wide and wide[0][2] == 2, "the 220x100 photo lost 4 px at the top: 2 at the bucket's scale"
+    wide = [ids for ids in expected[(128, 32)] if ids[:2] == [80, 300]]
+    assert wide and wide[0][2] == 1, "the 300x80 photo lost 2.5 px at the top: 1 at the bucket's scale"
 
 
 def test_resume_is_bit_exact_with_buckets(cfg, layout, concept_dir):
@@ -143,7 +143,7 @@ def test_square_class_images_for_bucketed_photos_are_refused(cfg, layout, concep
     run_caption(cfg, layout)
     square = cfg.params.prior.model_copy(update={"num_images": 2})
     generate_priors("tiny-sd", "robot", square, 64, layout.priors_root, layout.prior)
-    with pytest.raises(ValueError, match=r"class images \(64x64\) cover no aspect bucket 48x80, 80x48, 96x40"):
+    with pytest.raises(ValueError, match=r"class images \(64x64\) cover no aspect bucket 48x80, 80x48, 128x32"):
         run_train(cfg, layout)
 
 
