@@ -31,6 +31,24 @@ class CurateParams(_Strict):
     min_images: int = Field(3, ge=1, description="refuse to continue with fewer accepted photos")
     max_images: int = Field(200, ge=1)
     crop: Literal["center", "pad"] = "center"
+    aspect_buckets: Literal["square", "auto"] | list[tuple[int, int]] = Field(
+        "square",
+        description="training sizes: 'square' (resolution x resolution), 'auto' (SDXL/Flux-style buckets "
+        "of about resolution² pixels, aspects 1:4 to 4:1) or a list of [width, height]; each photo gets the "
+        "bucket nearest its aspect",
+    )
+
+    @field_validator("aspect_buckets")
+    @classmethod
+    def _buckets_fit_the_vae(cls, v):
+        if isinstance(v, str):
+            return v
+        if not v:
+            raise ValueError("an empty bucket list; use 'square', 'auto' or a list of [width, height]")
+        for w, h in v:
+            if w < 8 or h < 8 or w % 8 or h % 8:
+                raise ValueError(f"bucket [{w}, {h}]: width and height must be multiples of 8 (the VAE's factor)")
+        return v
 
 
 class CaptionParams(_Strict):

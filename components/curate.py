@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from components.buckets import SQUARE, Bucket, crop_box, nearest_bucket, resolve_buckets
 from components.config import CurateParams
 from components.errors import NotEnoughImages
 from components.io import StageResult, new_staging_dir, publish, sha256_bytes, slugify
@@ -45,11 +46,13 @@ class ManifestEntry(BaseModel):
     crop_box: tuple[float, float, float, float] | None = None
     original_mode: str | None = None
     output: str | None = None
+    bucket: tuple[int, int] | None = None  # the accepted image's size (width, height): its aspect bucket
 
 
 class CurateResult(StageResult):
     source: str
     resolution: int
+    buckets: list[tuple[int, int]] = []  # the aspect buckets photos were sorted into (width, height)
     accepted: int
     rejected: int
     entries: list[ManifestEntry]
@@ -161,6 +164,15 @@ def fit_square(img: Image.Image, resolution: int, crop: str) -> Image.Image:
     return ImageOps.pad(img, (resolution, resolution), method=Image.Resampling.LANCZOS, color=(255, 255, 255))
 
 
+def fit_bucket(img: Image.Image, bucket: Bucket, crop: str) -> tuple[Image.Image, tuple | None]:
+    """The photo at the bucket's size and the part of it kept (None when padded): the minimal centred
+    crop to the bucket's aspect, resized; or the whole photo padded with white."""
+    if crop == "center":
+        box = crop_box(img.size, bucket)
+        return img.resize(bucket, Image.Resampling.LANCZOS, box=box), box
+    return ImageOps.pad(img, bucket, method=Image.Resampling.LANCZOS, color=(255, 255, 255)), None
+
+
 def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | None, str | None]:
     """(image, original mode, rejection reason)."""
     previous = Image.MAX_IMAGE_PIXELS
@@ -186,7 +198,9 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | Non
 
 
 def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) -> CurateResult:
-    """Normalises the photos at ``source`` into ``out_dir`` (PNG, RGB, square at ``resolution``)."""
+    """Normalises the photos at ``source`` into ``out_dir`` (PNG, RGB, square at ``resolution``, or at
+    the nearest aspect bucket when curate.aspect_buckets is not 'square')."""
+    buckets = resolve_buckets(params.aspect_buckets, resolution)
     staging = new_staging_dir(out_dir)
     entries: list[ManifestEntry] = []
     by_sha: dict[str, str] = {}
@@ -229,12 +243,23 @@ def curate(source: str, out_dir: Path, params: CurateParams, resolution: int) ->
         accepted += 1
         # Named by content, not position: adding or removing a photo leaves the others' names alone.
         name = f"{slugify(Path(raw.source).stem)[:40]}-{entry.sha256[:8]}.png"
-        fit_square(rgb, resolution, params.crop).save(staging / name, format="PNG")
+        if params.aspect_buckets == SQUARE:  # as before buckets existed, byte for byte
+            fit_square(rgb, resolution, params.crop).save(staging / name, format="PNG")
+            entry.crop_box = center_crop_box(rgb.size) if params.crop == "center" else None
+            entry.bucket = (resolution, resolution)
+        else:
+            entry.bucket = nearest_bucket(rgb.size, buckets)
+            out, entry.crop_box = fit_bucket(rgb, entry.bucket, params.crop)
+            out.save(staging / name, format="PNG")
         entry.status, entry.output = "accepted", f"images/{name}"
-        entry.crop_box = center_crop_box(rgb.size) if params.crop == "center" else None
 
     result = CurateResult(
-        source=source, resolution=resolution, accepted=accepted, rejected=len(entries) - accepted, entries=entries
+        source=source,
+        resolution=resolution,
+        buckets=buckets,
+        accepted=accepted,
+        rejected=len(entries) - accepted,
+        entries=entries,
     )
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

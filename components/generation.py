@@ -26,14 +26,16 @@ def generate(
     prompts: Sequence[str],
     seeds: Sequence[int],
     params: GenerationParams,
-    resolution: int,
+    resolution: int | tuple[int, int],
     progress=None,
 ) -> list[Image.Image]:
-    """One image per (prompt, seed) pair, in order; batches of ``params.batch_size``."""
+    """One image per (prompt, seed) pair, in order; batches of ``params.batch_size``. ``resolution``:
+    the side of a square, or (width, height)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     set_scheduler(pipe, params.scheduler)
     device = pipe.device.type
+    width, height = resolution if isinstance(resolution, tuple) else (resolution, resolution)
     images: list[Image.Image] = []
     for start in range(0, len(prompts), params.batch_size):
         batch_prompts = list(prompts[start : start + params.batch_size])
@@ -46,8 +48,8 @@ def generate(
                 negative_prompt=negative,
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale,
-                height=resolution,
-                width=resolution,
+                height=height,
+                width=width,
                 generator=generators,
             )
         images.extend(out.images)

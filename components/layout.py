@@ -21,6 +21,11 @@ class ConceptLayout:
         return self.root / "curated"
 
     @property
+    def buckets(self) -> Path:
+        """How many curated photos each aspect bucket holds: what the class priors follow."""
+        return self.root / "buckets.json"
+
+    @property
     def captions(self) -> Path:
         return self.root / "captions"
 

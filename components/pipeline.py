@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from components.base_model import native_resolution, resolve_model
 from components.config import ResolvedConfig
-from components.io import read_json, sha256_file
+from components.io import read_json, sha256_file, write_json
 from components.layout import ConceptLayout
 
 if TYPE_CHECKING:
@@ -27,9 +27,14 @@ def resolution(cfg: ResolvedConfig) -> int:
 
 
 def run_curate(cfg: ResolvedConfig, layout: ConceptLayout) -> CurateResult:
+    from components.buckets import bucket_counts
     from components.curate import curate
 
-    return curate(cfg.concept.photos, layout.curated, cfg.params.curate, resolution(cfg))
+    result = curate(cfg.concept.photos, layout.curated, cfg.params.curate, resolution(cfg))
+    # A file of its own (a DVC output): the priors follow the bucket counts, not every photo's pixels.
+    counts = bucket_counts([e.bucket for e in result.entries if e.status == "accepted" and e.bucket])
+    write_json(layout.buckets, {"buckets": [[w, h, n] for (w, h), n in counts]})
+    return result
 
 
 def run_caption(cfg: ResolvedConfig, layout: ConceptLayout) -> CaptionResult:
@@ -43,8 +48,23 @@ def run_prior(cfg: ResolvedConfig, layout: ConceptLayout) -> PriorResult:
 
     c = cfg.concept
     return generate_priors(
-        c.base_model, c.class_noun, cfg.params.prior, resolution(cfg), layout.priors_root, layout.prior
+        c.base_model,
+        c.class_noun,
+        cfg.params.prior,
+        resolution(cfg),
+        layout.priors_root,
+        layout.prior,
+        buckets=None if cfg.params.curate.aspect_buckets == "square" else instance_buckets(layout),
     )
+
+
+def instance_buckets(layout: ConceptLayout) -> list[tuple[tuple[int, int], int]]:
+    """The curated photos per aspect bucket (what curate wrote), for priors over the same buckets."""
+    if not layout.buckets.exists():
+        raise FileNotFoundError(
+            f"{layout.buckets} is missing: with curate.aspect_buckets on, run the `curate` stage before `prior`"
+        )
+    return [((w, h), n) for w, h, n in read_json(layout.buckets)["buckets"]]
 
 
 def prior_folder(layout: ConceptLayout) -> Path:

@@ -47,6 +47,23 @@ def write_sample_photos(out_dir: Path, count: int = 6, size: int = 96, seed: int
     return paths
 
 
+def write_mixed_aspect_photos(out_dir: Path, sizes: list[tuple[int, int]], seed: int = 11) -> list[Path]:
+    """The sample robot in photos of other aspects: each (width, height) frame holds a robot drawn at
+    its shorter side, placed at a random offset along the longer one."""
+    rng = random.Random(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (width, height) in enumerate(sizes):
+        background = BACKGROUNDS[(i + 3) % len(BACKGROUNDS)]
+        side = min(width, height)
+        frame = Image.new("RGB", (width, height), background)
+        frame.paste(draw_robot(side, rng, background), (rng.randint(0, width - side), rng.randint(0, height - side)))
+        path = out_dir / f"robot_{width}x{height}_{i + 1:02d}.png"
+        frame.save(path)
+        paths.append(path)
+    return paths
+
+
 CONCEPT_YAML = """\
 # The bundled sample concept: photos drawn by components/samples.py (project licence).
 name: toy-robot

@@ -72,13 +72,33 @@ class TrainData:
 class ImageCache:
     """Per image and horizontal flip: the latent distribution and the family's image conditioning."""
 
-    latents: torch.Tensor  # [n, 2 (flip), 2 (mean, std), C, h, w]
+    latents: list[torch.Tensor]  # per image [2 (flip), 2 (mean, std), C, h, w], at the image's bucket size
+    sizes: list[tuple[int, int]]  # per image: its bucket (width, height)
     conditioning: dict[str, torch.Tensor]  # each [n, 2 (flip), ...]; SDXL: time ids
     shift: float  # latents enter the denoiser as (sample - shift) * scale (the VAE's config)
     scale: float
 
+    def buckets(self) -> dict[tuple[int, int], torch.Tensor]:
+        """The images of each bucket, by index."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(self.sizes):
+            groups.setdefault(size, []).append(i)
+        return {size: torch.tensor(members) for size, members in groups.items()}
+
+    def draw(self, b: int, g: torch.Generator, bucket: tuple[int, int] | None = None) -> torch.Tensor:
+        """``b`` image indices from one bucket (with replacement). The bucket is ``bucket``, else drawn
+        with weight its image count (every image as likely as with one bucket); with a single bucket the
+        draw is exactly the one-bucket draw, so square runs are unchanged."""
+        groups = self.buckets()
+        if len(groups) == 1:
+            return torch.randint(len(self.sizes), (b,), generator=g)
+        if bucket is None:
+            bucket = self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
+        members = groups[bucket]
+        return members[torch.randint(len(members), (b,), generator=g)]
+
     def sample(self, idx: torch.Tensor, flip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        stats = self.latents[idx, flip.long()]  # [b, 2, C, h, w]
+        stats = torch.stack([self.latents[i][f] for i, f in zip(idx.tolist(), flip.long().tolist(), strict=True)])
         mean, std = stats[:, 0], stats[:, 1]
         return (mean + std * torch.randn(mean.shape, generator=g) - self.shift) * self.scale
 
@@ -147,32 +167,45 @@ def load_train_data(base_model, resolution, curated_dir: Path, captions_dir: Pat
     class_images, class_prompt = [], ""
     if prior_folder is not None:
         manifest = read_json(prior_folder / "manifest.json")
-        class_images = [_train_image(prior_folder / e["file"], None) for e in manifest["images"]]
+        bucketed = "buckets" in manifest.get("inputs", {})  # else square: trained at the training resolution
+        class_images = [_class_image(prior_folder / e["file"], bucketed and e.get("size")) for e in manifest["images"]]
         class_prompt = manifest["prompt"]
     return TrainData(base_model, resolution, images, texts, class_images, class_prompt)
 
 
 def _curated_origins(curated_dir: Path) -> dict[str, dict]:
-    """Each curated image's manifest entry (original size, crop box), by its path under curated_dir."""
+    """Each curated image's manifest entry (original size, crop box, bucket), by its path under curated_dir."""
     manifest = curated_dir / "manifest.json"
-    entries = read_json(manifest)["entries"] if manifest.exists() else []
-    return {e["output"]: e for e in entries if e.get("output")}
+    record = read_json(manifest) if manifest.exists() else {"entries": []}
+    buckets = record.get("buckets", [])
+    if len(buckets) == 1 and buckets[0][0] == buckets[0][1]:  # square: train at the training resolution, as always
+        return {e["output"]: {**e, "bucket": None} for e in record["entries"] if e.get("output")}
+    return {e["output"]: e for e in record["entries"] if e.get("output")}
 
 
 def _train_image(path: Path, entry: dict | None) -> TrainImage:
     """An image with the size and crop it was made from; without a record (class images are generated
     at the training size), the image is its own original and nothing was cut."""
     if entry and entry.get("original_size"):
-        box = entry.get("crop_box")
-        return TrainImage(path, tuple(entry["original_size"]), tuple(box) if box else None)
+        box, bucket = entry.get("crop_box"), entry.get("bucket")
+        return TrainImage(
+            path, tuple(entry["original_size"]), tuple(box) if box else None, tuple(bucket) if bucket else None
+        )
     with Image.open(path) as img:
         return TrainImage(path, img.size, None)
 
 
-def _pixels(path: Path, resolution: int) -> torch.Tensor:
+def _class_image(path: Path, size: list[int] | None) -> TrainImage:
+    """A generated class image: its own original, uncut, trained at the bucket it was generated for
+    (None, from a square prior folder: at the training resolution)."""
+    with Image.open(path) as img:
+        return TrainImage(path, img.size, None, tuple(size) if size else None)
+
+
+def _pixels(path: Path, size: tuple[int, int]) -> torch.Tensor:
     img = Image.open(path).convert("RGB")
-    if img.size != (resolution, resolution):
-        img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    if img.size != size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
     return arr.permute(2, 0, 1)
 
@@ -183,18 +216,33 @@ def _encode_images(family: Family, vae, images: list[TrainImage], resolution: in
     conditioning for each, computed once."""
     latents, conditioning = [], []
     for image in images:
-        px = _pixels(image.path, resolution).unsqueeze(0).to(device, vae.dtype)
+        px = _pixels(image.path, image.target_size(resolution)).unsqueeze(0).to(device, vae.dtype)
         both = torch.cat([px, torch.flip(px, dims=[3])])
         dist = vae.encode(both).latent_dist
-        latents.append(torch.stack([dist.mean, dist.std], dim=1).float().cpu())
+        latents.append(torch.stack([dist.mean, dist.std], dim=1).float().cpu())  # at the image's bucket size
         conditioning.append([family.image_conditioning(image, resolution, flipped) for flipped in (False, True)])
     keys = conditioning[0][0].keys() if conditioning else ()
     return ImageCache(
-        latents=torch.stack(latents),
+        latents=latents,
+        sizes=[image.target_size(resolution) for image in images],
         conditioning={k: torch.stack([torch.stack([c[0][k], c[1][k]]) for c in conditioning]) for k in keys},
         shift=float(getattr(vae.config, "shift_factor", None) or 0.0),
         scale=float(vae.config.scaling_factor),
     )
+
+
+def _check_class_buckets(data: TrainData) -> None:
+    """Each batch takes its class images from its instance images' bucket: every bucket needs some."""
+    instance = {i.target_size(data.resolution) for i in data.instance_images}
+    classes = {i.target_size(data.resolution) for i in data.class_images}
+    missing = sorted(instance - classes)
+    if missing:
+        have = ", ".join(f"{w}x{h}" for w, h in sorted(classes))
+        raise ValueError(
+            f"the class images ({have}) cover no aspect bucket "
+            f"{', '.join(f'{w}x{h}' for w, h in missing)} of the instance photos; re-run `prior` after `curate` "
+            f"(it generates over the photos' buckets) with prior.num_images at least the number of buckets"
+        )
 
 
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -226,6 +274,8 @@ def train(
     use_prior = params.with_prior_preservation
     if use_prior and not data.class_images:
         raise ValueError("train.with_prior_preservation is on but there are no class images; run `prior` first")
+    if use_prior:
+        _check_class_buckets(data)
     # The process count and timeout are how the run is spread, not what it learns: a checkpoint made with 4
     # processes resumes with 2 (the same global batch and draws; float summation order aside).
     inputs_sha = sha256_json({"data": data.fingerprint(), "params": params.model_dump(mode="json", exclude=_HOW)})
@@ -446,13 +496,13 @@ def _loss(g: torch.Generator, params: TrainParams, m: Models, cache: Cache, shar
     Every draw is made for the whole batch, in one order, so the batch is the same whatever the process
     count; this process then computes only its shard of the rows (instance rows and their class rows)."""
     b = params.batch_size
-    idx = torch.randint(len(cache.instance.latents), (b,), generator=g)
+    idx = cache.instance.draw(b, g)  # one bucket per batch: every row has one shape
     flip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
     latents = cache.instance.sample(idx, flip, g)
     image_cond = cache.instance.conditioning_at(idx, flip)
     prompt_rows = cache.instance_prompt[idx]
     if cache.classes is not None:
-        cidx = torch.randint(len(cache.classes.latents), (b,), generator=g)
+        cidx = cache.classes.draw(b, g, cache.instance.sizes[int(idx[0])])
         cflip = torch.rand(b, generator=g) < 0.5 if params.flip_augment else torch.zeros(b, dtype=torch.bool)
         latents = torch.cat([latents, cache.classes.sample(cidx, cflip, g)])
         class_cond = cache.classes.conditioning_at(cidx, cflip)

@@ -28,12 +28,17 @@ import torch
 
 @dataclass(frozen=True)
 class TrainImage:
-    """A training image and where it came from: SDXL-style models condition on the original size
-    and on the crop (``crop_box`` in original pixels, left/top/right/bottom; None: nothing was cut)."""
+    """A training image and where it came from: SDXL-style models condition on the original size, on
+    the crop (``crop_box`` in original pixels, left/top/right/bottom; None: nothing was cut) and on the
+    size it trains at (its aspect bucket)."""
 
     path: Path
     original_size: tuple[int, int]  # width, height of the photo before curation
     crop_box: tuple[float, float, float, float] | None = None
+    bucket: tuple[int, int] | None = None  # width, height it trains at; None: square at the training resolution
+
+    def target_size(self, resolution: int) -> tuple[int, int]:
+        return self.bucket or (resolution, resolution)
 
 
 @dataclass

@@ -32,17 +32,19 @@ class StableDiffusionXL(StableDiffusion):
 
     def image_conditioning(self, image: TrainImage, resolution: int, flipped: bool) -> dict[str, torch.Tensor]:
         """Time ids (original height, width, crop top, left, target height, width) as SDXL was trained:
-        the crop's top-left in the frame where the photo's shorter side is ``resolution``. A flipped
-        image's crop is mirrored, so its left offset is measured from the other side."""
+        the crop's top-left in the frame where the crop is the target size (the image's aspect bucket,
+        or ``resolution`` square). A flipped image's crop is mirrored, so its left offset is measured
+        from the other side."""
         width, height = image.original_size
+        target_width, target_height = image.target_size(resolution)
         top = left = 0
         if image.crop_box is not None:
             box_left, box_top, box_right, _ = image.crop_box
-            scale = resolution / (box_right - box_left)  # the crop was resized to the training size
+            scale = target_width / (box_right - box_left)  # the crop was resized to the training size
             if flipped:
                 box_left = width - box_right
             top, left = round(box_top * scale), round(box_left * scale)
-        ids = [height, width, top, left, resolution, resolution]
+        ids = [height, width, top, left, target_height, target_width]
         return {"time_ids": torch.tensor(ids, dtype=torch.float32)}
 
     def predict(self, parts, noisy, timesteps, prompt, image) -> torch.Tensor:
