@@ -23,8 +23,10 @@ class Interval(BaseModel):
     confidence: float
     samples: int
 
-    def text(self) -> str:
-        return f"[{self.low:+.4f}, {self.high:+.4f}] ({self.confidence:.0%}, {self.samples} pairs)"
+    def text(self, signed: bool = True) -> str:
+        """ "[low, high] (95%, 16 pairs)"; signed for a change, unsigned for a quantity."""
+        f = "+.4f" if signed else ".4f"
+        return f"[{self.low:{f}}, {self.high:{f}}] ({self.confidence:.0%}, {self.samples} pairs)"
 
 
 def bootstrap_mean(

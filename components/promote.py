@@ -106,7 +106,7 @@ def decide(challenger: list[dict], reference: list[dict] | None, rule: Promotion
         Check(
             name="prior_drift",
             passed=prior.high <= rule.max_prior_drift,
-            detail=f"prior drift {prior.mean:.4f}, interval {prior.text()} (at most {rule.max_prior_drift})"
+            detail=f"prior drift {prior.mean:.4f}, interval {prior.text(signed=False)} (at most {rule.max_prior_drift})"
             + ("" if prior.high <= rule.max_prior_drift else f": upper bound {prior.high:.4f} is above it"),
             interval=prior,
         ),

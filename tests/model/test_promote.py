@@ -75,7 +75,7 @@ def test_first_version_is_gated_against_the_base_model(registry):
     run = client.get_run(client.get_model_version(NAME, v1).run_id)
     assert text.startswith("PASSED → champion (vs the base model): ✓ CLIP-I gain over the base model +0.2000")
     assert "CLIP-I 0.8000 vs reference 0.6000" in text and "CLIP-T 0.3000 vs reference 0.2900" in text
-    assert "prior drift 0.0500, interval [+0.0500, +0.0500] (95%, 2 pairs) (at most 0.2)" in text and "\n" not in text
+    assert "prior drift 0.0500, interval [0.0500, 0.0500] (95%, 2 pairs) (at most 0.2)" in text and "\n" not in text
     assert tags["gate.interval.learned"] == "0.200000,0.200000" and tags["gate.confidence"] == "0.95"
     assert text.endswith(f". Grid: {run.info.artifact_uri}/evaluation/grid.png")
 
