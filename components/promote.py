@@ -113,6 +113,12 @@ def decide(challenger: list[dict], reference: list[dict] | None, rule: Promotion
     ]
 
 
+def intervals_vs_base(samples: list[dict], rule: PromotionParams) -> dict[str, Interval]:
+    """The gate's intervals for an evaluation against its base model: CLIP-I and CLIP-T changes, drift."""
+    checks = {c.name: c.interval for c in decide(samples, None, rule)}
+    return {name: checks[name] for name in ("clip_i", "clip_t", "prior_drift")}
+
+
 def _at_least(name: str, head: str, interval: Interval, bound: float, rule_text: str) -> Check:
     """Passes when the whole interval of the change is at or above ``bound``."""
     passed = interval.low >= bound
