@@ -196,6 +196,10 @@ class PromotionParams(_Strict):
     clip_i_margin: float = Field(0.01, ge=0, description="CLIP-I may be at most this much below the reference")
     clip_t_margin: float = Field(0.01, ge=0, description="CLIP-T may be at most this much below the reference")
     max_prior_drift: float = Field(0.25, ge=0, description="class-prompt drift from the base model, at most")
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="each gated number's interval (paired bootstrap) must clear the rule"
+    )
+    bootstrap_resamples: int = Field(2000, ge=100, description="bootstrap resamples per interval")
 
 
 class Params(_Strict):

@@ -9,8 +9,10 @@ columns: each prompt at its first two seeds), report.md and report.html (the sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image, ImageDraw
+from pydantic import BaseModel
 
 from components.base_model import load_pipeline, model_identity
 from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
@@ -30,6 +32,16 @@ FORMULAS = {
 }
 
 
+class SampleScores(BaseModel):
+    """One (prompt, seed) pair's scores, base and adapter made from it: what the gate's intervals are
+    estimated from. Concept prompts: clip_i, clip_t, base_clip_i, base_clip_t; class prompts: prior_drift."""
+
+    kind: Literal["concept", "class"]
+    prompt: str
+    seed: int
+    scores: dict[str, float]
+
+
 class EvalResult(StageResult):
     metrics: dict[str, float]
     base: dict[str, float]
@@ -38,6 +50,7 @@ class EvalResult(StageResult):
     clip_model: dict[str, str]
     formulas: dict[str, str]
     adapter_sha256: str
+    samples: list[SampleScores] = []
 
 
 def scored_prompt(template: str, concept: Concept) -> str:
@@ -96,6 +109,7 @@ def evaluate(
             "class_diversity": diversity(emb[n:], k_groups),
         }
     drift = paired_drift(embeddings["base"][n:], embeddings["adapter"][n:])
+    per_pair = sample_scores(prompts, seeds, n, texts, real, embeddings)
     metrics = {
         "clip_i": scores["adapter"]["clip_i"],
         "clip_t": scores["adapter"]["clip_t"],
@@ -137,6 +151,7 @@ def evaluate(
         clip_model=scorer.identity(),
         formulas=FORMULAS,
         adapter_sha256=sha256_file(adapter_dir / ADAPTER_FILE),
+        samples=per_pair,
     )
     result.write(staging / "metrics.json")
     (staging / "report.md").write_text(render_report(result, concept), encoding="utf-8")
@@ -145,6 +160,27 @@ def evaluate(
     (staging / "report.html").write_text(html, encoding="utf-8")
     publish(staging, out_dir)
     return result
+
+
+def sample_scores(prompts, seeds, n, texts, real, embeddings) -> list[SampleScores]:
+    """Per (prompt, seed): the terms whose means are clip_i, clip_t (adapter and base) and prior_drift."""
+    base, adapter = embeddings["base"], embeddings["adapter"]
+    per_image = {
+        "clip_i": (adapter[:n] @ real.T).mean(-1),
+        "clip_t": (texts * adapter[:n]).sum(-1),
+        "base_clip_i": (base[:n] @ real.T).mean(-1),
+        "base_clip_t": (texts * base[:n]).sum(-1),
+    }
+    drift = 1 - (base[n:] * adapter[n:]).sum(-1)
+    return [
+        SampleScores(
+            kind="concept" if i < n else "class",
+            prompt=prompts[i],
+            seed=int(seeds[i]),
+            scores={k: float(v[i]) for k, v in per_image.items()} if i < n else {"prior_drift": float(drift[i - n])},
+        )
+        for i in range(len(prompts))
+    ]
 
 
 def make_grid(

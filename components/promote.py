@@ -2,7 +2,10 @@
 
 The challenger is compared with the current champion, or with the base model when there is no
 champion, on the same evaluation prompts and seeds (a champion evaluated with other settings is
-evaluated again with the challenger's before the comparison). The verdict and its numbers are
+evaluated again with the challenger's before the comparison). Each gated number is decided by its
+confidence interval from the paired (prompt, seed) scores of the two evaluations (components/intervals.py),
+not by its mean alone: a change must clear the rule over its whole interval, so a verdict that a few
+other seeds would overturn is a refusal. The verdict, its numbers and intervals are
 written as model-version tags and, in one line, as the version's description. Moving an alias is
 one registry update, so a failure at any point leaves exactly one champion (the old one) or none if
 there never was one.
@@ -18,17 +21,20 @@ from pydantic import BaseModel
 
 from components import descriptions
 from components.config import PromotionParams
+from components.intervals import Interval, bootstrap_mean
 from components.io import StageResult
 from components.register import evaluation_run_id
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 GATED = ("clip_i", "clip_t", "prior_drift", "clip_i_gain")
+Pairs = dict[tuple[str, int], dict[str, float]]  # (prompt, seed) -> that pair's scores
 
 
 class Check(BaseModel):
     name: str
     passed: bool
     detail: str
+    interval: Interval | None = None  # the gated number's interval; None for checks without a number
 
 
 class GateVerdict(StageResult):
@@ -43,31 +49,101 @@ class GateVerdict(StageResult):
     reference_metrics: dict[str, float]
 
 
-def decide(challenger: dict[str, float], reference: dict[str, float], rule: PromotionParams) -> list[Check]:
-    """The rule, as data: one check per metric, each with the numbers that decided it."""
-    ci, ct, drift, gain = (challenger[k] for k in ("clip_i", "clip_t", "prior_drift", "clip_i_gain"))
+def paired(samples: list[dict], kind: str) -> Pairs:
+    """An evaluation's per-(prompt, seed) scores (metrics.json ``samples``) of one kind of prompt."""
+    return {(s["prompt"], int(s["seed"])): s["scores"] for s in samples if s["kind"] == kind}
+
+
+def decide(challenger: list[dict], reference: list[dict] | None, rule: PromotionParams) -> list[Check]:
+    """The rule, as data: one check per gated number, each decided by its confidence interval.
+
+    ``challenger`` and ``reference`` are evaluations' ``samples``; ``reference`` None is the base model
+    (its images are in the challenger's evaluation, at the same pairs). A reference evaluated at other
+    (prompt, seed) pairs raises ValueError: the numbers are not paired."""
+    concept, drift = paired(challenger, "concept"), paired(challenger, "class")
+    ref = concept if reference is None else paired(reference, "concept")
+    ref_prefix = "base_" if reference is None else ""
+    if set(ref) != set(concept):
+        raise ValueError("the reference was evaluated at other (prompt, seed) pairs than the challenger")
+
+    def interval(values: dict[tuple[str, int], float]) -> Interval:
+        keys = sorted(values)
+        return bootstrap_mean(
+            [values[k] for k in keys], [k[0] for k in keys], rule.confidence, rule.bootstrap_resamples
+        )
+
+    def change(name: str) -> Interval:
+        return interval({k: v[name] - ref[k][ref_prefix + name] for k, v in concept.items()})
+
+    def mean(name: str, pairs: Pairs, prefix: str = "") -> float:
+        return sum(v[prefix + name] for v in pairs.values()) / len(pairs)
+
+    gain = interval({k: v["clip_i"] - v["base_clip_i"] for k, v in concept.items()})
+    d_clip_i, d_clip_t = change("clip_i"), change("clip_t")
+    prior = interval({k: v["prior_drift"] for k, v in drift.items()})
     return [
-        Check(
-            name="learned",
-            passed=gain >= rule.min_clip_i_gain,
-            detail=f"CLIP-I gain over the base model {gain:+.4f} (at least {rule.min_clip_i_gain})",
+        _at_least(
+            "learned",
+            f"CLIP-I gain over the base model {gain.mean:+.4f}",
+            gain,
+            rule.min_clip_i_gain,
+            f"at least {rule.min_clip_i_gain}",
         ),
-        Check(
-            name="clip_i",
-            passed=ci >= reference["clip_i"] - rule.clip_i_margin,
-            detail=f"CLIP-I {ci:.4f} vs reference {reference['clip_i']:.4f} (margin {rule.clip_i_margin})",
+        _at_least(
+            "clip_i",
+            f"CLIP-I {mean('clip_i', concept):.4f} vs reference {mean('clip_i', ref, ref_prefix):.4f}",
+            d_clip_i,
+            -rule.clip_i_margin,
+            f"margin {rule.clip_i_margin}",
         ),
-        Check(
-            name="clip_t",
-            passed=ct >= reference["clip_t"] - rule.clip_t_margin,
-            detail=f"CLIP-T {ct:.4f} vs reference {reference['clip_t']:.4f} (margin {rule.clip_t_margin})",
+        _at_least(
+            "clip_t",
+            f"CLIP-T {mean('clip_t', concept):.4f} vs reference {mean('clip_t', ref, ref_prefix):.4f}",
+            d_clip_t,
+            -rule.clip_t_margin,
+            f"margin {rule.clip_t_margin}",
         ),
         Check(
             name="prior_drift",
-            passed=drift <= rule.max_prior_drift,
-            detail=f"prior drift {drift:.4f} (at most {rule.max_prior_drift})",
+            passed=prior.high <= rule.max_prior_drift,
+            detail=f"prior drift {prior.mean:.4f}, interval {prior.text(signed=False)} (at most {rule.max_prior_drift})"
+            + ("" if prior.high <= rule.max_prior_drift else f": upper bound {prior.high:.4f} is above it"),
+            interval=prior,
         ),
     ]
+
+
+def intervals_vs_base(samples: list[dict], rule: PromotionParams) -> dict[str, Interval]:
+    """The gate's intervals for an evaluation against its base model: CLIP-I and CLIP-T changes, drift."""
+    checks = {c.name: c.interval for c in decide(samples, None, rule)}
+    return {name: checks[name] for name in ("clip_i", "clip_t", "prior_drift")}
+
+
+def _at_least(name: str, head: str, interval: Interval, bound: float, rule_text: str) -> Check:
+    """Passes when the whole interval of the change is at or above ``bound``."""
+    passed = interval.low >= bound
+    what = "" if name == "learned" else "change "
+    detail = f"{head}, {what}interval {interval.text()} ({rule_text})"
+    if not passed:
+        detail += f": lower bound {interval.low:+.4f} is below {bound:+.4f}"
+    return Check(name=name, passed=passed, detail=detail, interval=interval)
+
+
+def evaluation_samples(tracking_uri: str, version) -> list[dict] | None:
+    """The per-(prompt, seed) scores of the version's current evaluation (its run's
+    evaluation/metrics.json); None for an evaluation made before they were recorded."""
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=evaluation_run_id(version), artifact_path="evaluation/metrics.json", tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError):
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8")).get("samples") or None
 
 
 def _run_metrics(client, version) -> dict[str, float]:
@@ -84,12 +160,13 @@ def promote(
     model_name: str,
     tracking_uri: str,
     rule: PromotionParams,
-    reevaluate: Callable[[Path], dict[str, float]] | None = None,
+    reevaluate: Callable[[Path], dict] | None = None,
 ) -> GateVerdict:
     """Gates the version that holds alias `challenger`.
 
-    ``reevaluate(adapter_dir) -> adapter metrics`` is called for a champion whose evaluation settings
-    differ from the challenger's; without it such a champion is a refusal (numbers not comparable).
+    ``reevaluate(adapter_dir) -> evaluation`` (metrics.json's content: ``metrics`` and ``samples``) is
+    called for a champion whose evaluation settings differ from the challenger's, or that has no
+    per-(prompt, seed) scores; without it such a champion is a refusal (numbers not comparable).
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -102,10 +179,22 @@ def promote(
         champion = None
     c_metrics = _run_metrics(client, challenger)
     challenger_numbers = {k: c_metrics[k] for k in GATED}
+    c_samples = evaluation_samples(tracking_uri, challenger)
 
     if champion is not None and champion.version == challenger.version:
         reference, ref_numbers = "self", challenger_numbers
         checks = [Check(name="already_champion", passed=True, detail=f"v{challenger.version} is the champion")]
+    elif c_samples is None:
+        reference = "champion" if champion else "base"
+        ref_numbers = {k: float("nan") for k in GATED}
+        checks = [
+            Check(
+                name="evaluated",
+                passed=False,
+                detail="the challenger's evaluation has no per-(prompt, seed) scores (made before the gate "
+                "used intervals): evaluate it again",
+            )
+        ]
     elif champion is None:
         reference = "base"
         ref_numbers = {
@@ -114,21 +203,11 @@ def promote(
             "prior_drift": 0.0,
             "clip_i_gain": 0.0,
         }
-        checks = decide(challenger_numbers, ref_numbers, rule)
+        checks = decide(c_samples, None, rule)
     else:
         reference = "champion"
-        ref_numbers, comparable = _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate)
-        checks = (
-            decide(challenger_numbers, ref_numbers, rule)
-            if comparable
-            else [
-                Check(
-                    name="comparable",
-                    passed=False,
-                    detail="the champion was evaluated with other settings and could not be re-evaluated",
-                )
-            ]
-        )
+        ref_numbers, ref_samples = _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate)
+        checks = _compare(c_samples, ref_samples, rule)
 
     passed = all(c.passed for c in checks)
     promoted = passed and reference != "self"
@@ -152,19 +231,36 @@ def promote(
     )
 
 
+def _compare(c_samples: list[dict], ref_samples: list[dict] | str, rule: PromotionParams) -> list[Check]:
+    """``ref_samples``: the champion's per-pair scores, or why there are none."""
+    why = ref_samples
+    if not isinstance(ref_samples, str):
+        try:
+            return decide(c_samples, ref_samples, rule)
+        except ValueError as exc:
+            why = str(exc)
+    return [Check(name="comparable", passed=False, detail=why)]
+
+
 def _champion_numbers(client, tracking_uri, model_name, champion, challenger, reevaluate):
+    """The champion's means and per-pair scores at the challenger's settings (re-evaluated if need be),
+    or instead of the scores the reason they cannot be had."""
     champion_metrics = _run_metrics(client, champion)
+    why = "the champion was evaluated with other settings and could not be re-evaluated"
     if _eval_settings(client, champion) == _eval_settings(client, challenger):
-        return {k: champion_metrics[k] for k in GATED}, True
+        samples = evaluation_samples(tracking_uri, champion)
+        if samples is not None:
+            return {k: champion_metrics[k] for k in GATED}, samples
+        why = "the champion's evaluation has no per-(prompt, seed) scores and could not be re-evaluated"
     if reevaluate is None:
-        return {k: champion_metrics.get(k, float("nan")) for k in GATED}, False
+        return {k: champion_metrics.get(k, float("nan")) for k in GATED}, why
     import mlflow
 
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{model_name}/{champion.version}", tracking_uri=tracking_uri
     )
-    numbers = reevaluate(Path(local) / "adapter_weights")
-    return {k: numbers[k] for k in GATED}, True
+    evaluation = reevaluate(Path(local) / "adapter_weights")
+    return {k: evaluation["metrics"][k] for k in GATED}, evaluation["samples"]
 
 
 def _describe(client, tracking_uri, name, challenger, checks, promoted, reference, champion) -> None:
@@ -186,6 +282,12 @@ def _record(client, name, version, reference, champion, checks, challenger_numbe
         **{f"gate.check.{c.name}": c.detail for c in checks},
         **{f"gate.challenger.{k}": f"{v:.6f}" for k, v in challenger_numbers.items()},
         **{f"gate.reference.{k}": f"{v:.6f}" for k, v in ref_numbers.items()},
+        # The interval each check was decided by: "low,high" of the gated number (a change for
+        # clip_i and clip_t, the gain for learned, the drift itself for prior_drift).
+        **{f"gate.interval.{c.name}": f"{c.interval.low:.6f},{c.interval.high:.6f}" for c in checks if c.interval},
     }
+    if any(c.interval for c in checks):
+        first = next(c.interval for c in checks if c.interval)
+        tags["gate.confidence"] = str(first.confidence)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -16,9 +16,9 @@ from flows.train_concept import NETWORK_RETRIES
 
 def _reevaluate(ctx: ConceptContext):
     """Evaluates the champion's adapter with this run's settings and instance images."""
-    return lambda adapter_dir: (
-        run_evaluate(ctx.cfg, ctx.layout, adapter_dir, ctx.layout.root / "champion-reeval").metrics
-    )
+    return lambda adapter_dir: run_evaluate(
+        ctx.cfg, ctx.layout, adapter_dir, ctx.layout.root / "champion-reeval"
+    ).model_dump(mode="json")
 
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
@@ -44,7 +44,17 @@ def promote(concept: str, repo: str = ".") -> dict:
     write_json(ctx.layout.root / "promotion.json", verdict.model_dump(mode="json"))
     create_table_artifact(
         key=f"{concept.lower()}-gate",
-        table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in verdict.checks],
+        table=[
+            {
+                "check": c.name,
+                "passed": c.passed,
+                "estimate": round(c.interval.mean, 4) if c.interval else None,
+                "low": round(c.interval.low, 4) if c.interval else None,
+                "high": round(c.interval.high, 4) if c.interval else None,
+                "detail": c.detail,
+            }
+            for c in verdict.checks
+        ],
         description=f"promotion gate for v{verdict.challenger_version} against {verdict.reference}",
     )
     verdict = verdict.model_dump(mode="json")

@@ -19,7 +19,13 @@ def champion_metrics(tracking_uri: str, model_name: str) -> tuple[str | None, di
 
 
 def metrics_rows(ctx, evaluation) -> list[dict]:
+    """Challenger, base and champion means; for the gated numbers the change from the base model with
+    the gate's interval (paired over the evaluation's (prompt, seed) pairs)."""
+    from components.promote import intervals_vs_base
+
     version, champion = champion_metrics(ctx.tracking_uri, ctx.cfg.concept.name)
+    samples = [s.model_dump() for s in evaluation.samples]
+    intervals = intervals_vs_base(samples, ctx.cfg.params.promotion) if samples else {}
     rows = []
     for name in ("clip_i", "clip_t", "diversity", "prior_drift"):
         rows.append(
@@ -29,6 +35,9 @@ def metrics_rows(ctx, evaluation) -> list[dict]:
                 "base": round(evaluation.base[name], 4) if name in evaluation.base else None,
                 f"champion (v{version})" if version else "champion": round(champion[name], 4)
                 if name in champion
+                else None,
+                "vs base (interval)": f"{intervals[name].mean:+.4f} {intervals[name].text()}"
+                if name in intervals
                 else None,
             }
         )
@@ -45,13 +54,16 @@ def report_link(ctx, registration) -> str:
 
 
 def report_markdown(ctx, evaluation, registration, report) -> str:
-    rows = "\n".join(f"| {r['metric']} | {r['challenger']} | {r['base']} |" for r in metrics_rows(ctx, evaluation))
+    rows = "\n".join(
+        f"| {r['metric']} | {r['challenger']} | {r['base']} | {r['vs base (interval)'] or ''} |"
+        for r in metrics_rows(ctx, evaluation)
+    )
     return f"""# {ctx.cfg.concept.name}: model version {registration.version} (`{registration.alias}`)
 
 DVC ran: {", ".join(report.ran) or "nothing (all stages unchanged)"}; skipped: {", ".join(report.skipped) or "none"}.
 
-| metric | adapter | base |
-|---|---|---|
+| metric | adapter | base | change (drift) vs base, gate's interval |
+|---|---|---|---|
 {rows}
 
 - **[Evaluation report (report.html): numbers, grid and every sample]({report_link(ctx, registration)})**

@@ -51,6 +51,22 @@ def test_metrics_grid_and_report(trained):
     assert "| clip_i |" in report and "Prior drift" in report
     assert result.metrics["prior_drift"] > 0, "a trained adapter moves class-prompt images at least a little"
     assert_metrics_follow_from_the_saved_samples(cfg, layout, metrics)
+    assert_pair_scores_average_to_the_metrics(metrics)
+
+
+def assert_pair_scores_average_to_the_metrics(metrics):
+    """The per-(prompt, seed) scores the gate's intervals come from are the terms of the reported means."""
+    concept = [s for s in metrics["samples"] if s["kind"] == "concept"]
+    drift = [s["scores"]["prior_drift"] for s in metrics["samples"] if s["kind"] == "class"]
+    assert len(concept) == 4 and len(drift) == 2  # 2 concept prompts and 1 class prompt, 2 seeds
+    assert [(s["seed"]) for s in concept] == [0, 1, 0, 1]
+    m, close = metrics["metrics"], {"abs": 1e-5}
+    mean = {k: sum(s["scores"][k] for s in concept) / len(concept) for k in concept[0]["scores"]}
+    assert mean["clip_i"] == pytest.approx(m["clip_i"], **close)
+    assert mean["clip_t"] == pytest.approx(m["clip_t"], **close)
+    assert mean["clip_i"] - mean["base_clip_i"] == pytest.approx(m["clip_i_gain"], **close)
+    assert mean["clip_t"] - mean["base_clip_t"] == pytest.approx(m["clip_t_change"], **close)
+    assert sum(drift) / len(drift) == pytest.approx(m["prior_drift"], **close)
 
 
 class _ReportParser(HTMLParser):

@@ -19,10 +19,26 @@ def registry(tmp_path):
     return uri, MlflowClient(tracking_uri=uri)
 
 
-def add_version(client, metrics: dict, settings: str = "s1", weights: bytes = b"x") -> str:
-    """A real run with metrics and an adapter file, registered as a new version and made challenger."""
+def evaluation(metrics: dict) -> dict:
+    """metrics.json as evaluate writes it: the means and the per-(prompt, seed) scores they are means
+    of (here every pair scores the mean: the intervals are the means themselves)."""
+    concept = {k: metrics[k] for k in ("clip_i", "clip_t", "base_clip_i", "base_clip_t")}
+    samples = [
+        {"kind": "concept", "prompt": p, "seed": s, "scores": concept} for p in ("a sks", "a red sks") for s in (0, 1)
+    ] + [
+        {"kind": "class", "prompt": "a dog", "seed": s, "scores": {"prior_drift": metrics["prior_drift"]}}
+        for s in (0, 1)
+    ]
+    return {"metrics": metrics, "samples": samples}
+
+
+def add_version(client, metrics: dict, settings: str = "s1", weights: bytes = b"x", samples: bool = True) -> str:
+    """A real run with metrics, its evaluation/metrics.json and an adapter file, registered as a new
+    version and made challenger."""
     with mlflow.start_run(tags={"conceptlab.eval_settings_sha256": settings}) as run:
         mlflow.log_metrics(metrics)
+        if samples:
+            mlflow.log_dict(evaluation(metrics), "evaluation/metrics.json")
         mlflow.log_text(weights.decode(), "adapter/adapter_weights/pytorch_lora_weights.safetensors")
     if not client.search_registered_models(f"name = '{NAME}'"):
         client.create_registered_model(NAME)
@@ -59,7 +75,8 @@ def test_first_version_is_gated_against_the_base_model(registry):
     run = client.get_run(client.get_model_version(NAME, v1).run_id)
     assert text.startswith("PASSED → champion (vs the base model): ✓ CLIP-I gain over the base model +0.2000")
     assert "CLIP-I 0.8000 vs reference 0.6000" in text and "CLIP-T 0.3000 vs reference 0.2900" in text
-    assert "prior drift 0.0500 (at most 0.2)" in text and "\n" not in text
+    assert "prior drift 0.0500, interval [0.0500, 0.0500] (95%, 2 pairs) (at most 0.2)" in text and "\n" not in text
+    assert tags["gate.interval.learned"] == "0.200000,0.200000" and tags["gate.confidence"] == "0.95"
     assert text.endswith(f". Grid: {run.info.artifact_uri}/evaluation/grid.png")
 
 
@@ -86,7 +103,12 @@ def test_a_deliberately_worse_challenger_is_refused_and_the_champion_stays(regis
     assert tags["gate.reference"] == f"champion v{v1}"
     text = client.get_model_version(NAME, v2).description
     assert text.startswith(f"REFUSED (failed clip_i, prior_drift) vs champion v{v1}: ")
-    assert "✗ CLIP-I 0.7000 vs reference 0.8000 (margin 0.01)" in text and "✗ prior drift 0.5000" in text
+    assert "✗ CLIP-I 0.7000 vs reference 0.8000, change interval [-0.1000, -0.1000]" in text
+    assert "lower bound -0.1000 is below -0.0100" in text and "✗ prior drift 0.5000" in text
+    assert (
+        tags["gate.interval.clip_i"] == "-0.100000,-0.100000"
+        and tags["gate.interval.prior_drift"] == "0.500000,0.500000"
+    )
 
 
 def test_a_better_challenger_takes_over_and_there_is_one_champion(registry):
@@ -125,8 +147,28 @@ def test_a_champion_evaluated_otherwise_is_evaluated_again(registry):
 
     def reevaluate(adapter_dir):
         seen.append((adapter_dir / "pytorch_lora_weights.safetensors").read_text())
-        return {"clip_i": 0.74, "clip_t": 0.30, "prior_drift": 0.05, "clip_i_gain": 0.14}
+        return evaluation({**GOOD, "clip_i": 0.74, "clip_i_gain": 0.14})
 
     verdict = promote(NAME, uri, RULE, reevaluate=reevaluate)
     assert seen == ["x"], "the champion's own adapter files were handed over"
     assert verdict.passed and verdict.reference_metrics["clip_i"] == 0.74 and alias(client, "champion") == v2
+
+
+def test_an_evaluation_without_per_pair_scores_is_refused_until_evaluated_again(registry):
+    uri, client = registry
+    add_version(client, GOOD, samples=False)
+    verdict = promote(NAME, uri, RULE)
+    assert not verdict.passed and [c.name for c in verdict.checks] == ["evaluated"]
+    assert "evaluate it again" in verdict.checks[0].detail
+
+
+def test_a_champion_without_per_pair_scores_is_evaluated_again(registry):
+    uri, client = registry
+    add_version(client, GOOD, samples=False)
+    client.set_registered_model_alias(NAME, "champion", "1")  # promoted before the gate used intervals
+    v2 = add_version(client, {**GOOD, "clip_i": 0.85})
+    refused = promote(NAME, uri, RULE).checks[0]
+    assert refused.name == "comparable" and "no per-(prompt, seed) scores" in refused.detail
+    verdict = promote(NAME, uri, RULE, reevaluate=lambda adapter_dir: evaluation(GOOD))
+    assert verdict.promoted and alias(client, "champion") == v2
+    assert verdict.checks[1].interval.low == pytest.approx(0.05)

@@ -3,6 +3,8 @@ still steer it, prior preservation keeps the class, the gate tells good adapters
 steps and rank move the numbers the expected way. Thresholds sit between the measured values
 (README, "Toy world"; QUALITY_METRICS_JSON writes them) with room to spare on either side."""
 
+import json
+
 import pytest
 import yaml
 
@@ -35,27 +37,25 @@ def test_prompt_attributes_still_steer_the_learned_concept(variant):
 
 def test_prior_preservation_keeps_the_class_and_its_absence_drifts(variant):
     with_prior, without = variant("default").metrics, variant("no_prior").metrics
-    # Measured: drift 0.18 with the prior loss, 0.37 without (same steps and seeds).
-    assert with_prior["prior_drift"] <= 0.25, with_prior
-    assert without["prior_drift"] >= 1.5 * with_prior["prior_drift"], (with_prior, without)
+    # Measured at evaluate's 8 seeds: drift 0.28 with the prior loss, 0.42 without (same steps and seeds).
+    # Over 160 seeds the prior-preserved adapter drifts 0.27 [0.25, 0.29] and 8-seed means range 0.17-0.36
+    # (benchmarks/gate_stability.py); the 0.18 and 0.37 once read at 4 seeds were a lucky seed set.
+    assert with_prior["prior_drift"] <= 0.36, with_prior
+    assert without["prior_drift"] >= 1.3 * with_prior["prior_drift"], (with_prior, without)
     # Without it, "a photo of a triangle" turns into the instance (DreamBooth's PRES, with CLIP): 0.16 vs 0.11.
     assert without["class_clip_i_gain"] >= with_prior["class_clip_i_gain"] + 0.02, (with_prior, without)
     assert with_prior["class_diversity"] >= 0.7 * with_prior["base_class_diversity"], with_prior
 
 
-def _gate(metrics):
-    rule = PromotionParams(**yaml.safe_load((REPO / "params.yaml").read_text())["promotion"])  # the demo's gate
-    reference = {
-        "clip_i": metrics["base_clip_i"],
-        "clip_t": metrics["base_clip_t"],
-        "prior_drift": 0.0,
-        "clip_i_gain": 0.0,
-    }
-    return [c.name for c in decide(metrics, reference, rule) if not c.passed]
+def _gate(outcome):
+    """The demo's gate against the base model, on the outcome's paired (prompt, seed) scores."""
+    rule = PromotionParams(**yaml.safe_load((REPO / "params.yaml").read_text())["promotion"])
+    samples = json.loads((outcome.eval_dir / "metrics.json").read_text())["samples"]
+    return [c.name for c in decide(samples, None, rule) if not c.passed]
 
 
 def test_gate_accepts_the_trained_adapter(variant):
-    assert _gate(variant("default").metrics) == []
+    assert _gate(variant("default")) == []
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_gate_accepts_the_trained_adapter(variant):
     ],
 )
 def test_gate_refuses_bad_adapters_for_the_right_reason(variant, name, reasons):
-    failed = _gate(variant(name).metrics)
+    failed = _gate(variant(name))
     assert failed and set(failed) <= reasons | {"clip_i"} and reasons & set(failed), (failed, variant(name).metrics)
 
 
