@@ -41,7 +41,10 @@ OPTIONS = {
 def _prepare(size: int, work: Path, prior_images: int):
     from components.toyworld.experiment import prepare
 
-    overrides = {"resolution": size, "prior": {"num_images": prior_images}}
+    overrides = {
+        "resolution": size,
+        "prior": {"num_images": prior_images, "steps": 10},
+    }  # only their count matters here
     return prepare(CONCEPT, work / f"{size}px", overrides)
 
 
@@ -73,7 +76,8 @@ def main(
     rounds: Annotated[int, typer.Option(help="baseline/option pairs per option and size")] = 3,
     steps: Annotated[int, typer.Option(help="training steps per run")] = 12,
     options: Annotated[str, typer.Option(help="comma-separated names from OPTIONS; empty: all")] = "",
-    prior_images: int = 4,
+    prior_images: int = 2,
+    threads: Annotated[int, typer.Option(help="the baseline's num_threads; 0: torch's own")] = 0,
     out: Path = RESULTS / "train_speed.json",
 ):
     import torch
@@ -84,7 +88,7 @@ def main(
     if unknown:
         raise typer.BadParameter(f"--options: {unknown}; choose from {', '.join(OPTIONS)}")
     # the baseline names its thread count, so a 1-thread run before it does not leave it at 1
-    baseline = {"compile": False, "num_threads": torch.get_num_threads()}
+    baseline = {"compile": False, "num_threads": threads or torch.get_num_threads()}
     table = []
     with tempfile.TemporaryDirectory(prefix="conceptlab-train-speed-") as tmp:
         work = Path(tmp)
@@ -125,6 +129,7 @@ def main(
         "torch": torch.__version__,
         "concept": CONCEPT,
         "batch": "2 + 2 prior",
+        "baseline": baseline,
         "rows": table,
     }
     _print(report)
@@ -134,7 +139,7 @@ def main(
 
 
 def _print(report: dict) -> None:
-    print(f"\n{report['machine']}, {report['date']}, torch {report['torch']}")
+    print(f"\n{report['machine']}, {report['date']}, torch {report['torch']}, baseline {report['baseline']}")
     print(
         f"{'px':>4} {'option':24} {'base s/step':>11} {'opt s/step':>10} {'speedup':>8} {'per round':>22} {'one-off s':>9}"
     )

@@ -37,9 +37,9 @@ CONCEPT = "toy-orange-star"
 RANK = 8
 
 
-def _overrides(size: int, steps: int, prior_images: int, options: dict) -> dict:
+def _overrides(size: int, steps: int, prior_images: int, options: dict, prior_steps: int = 25) -> dict:
     train = {"max_steps": steps, "rank": RANK, "alpha": float(RANK), "batch_size": 2, "checkpoint_every": 10**6}
-    return {"resolution": size, "prior": {"num_images": prior_images}, "train": train | options}
+    return {"resolution": size, "prior": {"num_images": prior_images, "steps": prior_steps}, "train": train | options}
 
 
 def _ours_in_process(work: Path, size: int, steps: int, prior_images: int, options: dict) -> None:
@@ -135,6 +135,7 @@ def main(
     sizes: Annotated[str, typer.Option(help="comma-separated pixel sizes")] = "32,128",
     steps: int = 100,
     prior_images: int = 8,
+    prior_steps: int = 25,
     options: Annotated[str, typer.Option(help="JSON: extra train params for ours")] = "{}",
     evaluate: bool = True,
     one: Annotated[str, typer.Option(hidden=True, help="internal: train ours in this process")] = "",
@@ -158,7 +159,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="conceptlab-vs-reference-") as tmp:
         for size in [int(s) for s in sizes.split(",")]:
             work = Path(tmp) / f"{size}px"
-            prep = prepare(CONCEPT, work, _overrides(size, steps, prior_images, extra))
+            prep = prepare(CONCEPT, work, _overrides(size, steps, prior_images, extra, prior_steps))
             ours = _ours(work, size, steps, prior_images, extra)
             ref = _reference(script, prep, size, steps, prior_images)
             row = {"size": size, "steps": steps, "ours_options": extra, "ours": ours, "reference": ref}
@@ -167,6 +168,7 @@ def main(
             if evaluate:
                 ours["clip"] = _clip(prep, prep.layout.root / "variants" / "ours" / "adapter")
                 ref["clip"] = _clip(prep, Path(ref["adapter"]))
+            ref.pop("adapter")  # a temporary folder
             rows.append(row)
             print(json.dumps(row))
     import diffusers

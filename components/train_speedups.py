@@ -14,9 +14,12 @@ import torch
 
 from components.config import TrainParams
 
-# Measured by benchmarks/train_speed.py (device type -> (compile seconds, fraction of a step saved)).
-# Where a device is missing or the fraction is <= 0, compile 'auto' stays off.
-COMPILE_MEASURED: dict[str, tuple[float, float]] = {"cpu": (60.0, -0.05)}
+# Steps from which compiling the denoiser pays back its compile time, per device type, where
+# benchmarks/train_speed.py measured it to win consistently; compile 'auto' is on from there. None yet: on
+# 2 shared CPU cores one 32 px pair saved 82 % of a step (3.93 -> 0.71 s, both slowed by contention) for 355 s
+# of compiling (break-even ~110 steps), but a quiet run of the same step takes 0.037 s, where the same
+# compile time needs tens of thousands of steps; a single, contended measurement is not adopted.
+COMPILE_BREAK_EVEN_STEPS: dict[str, int] = {}
 
 
 def apply_threads(params: TrainParams) -> None:
@@ -30,14 +33,11 @@ def apply_threads(params: TrainParams) -> None:
 
 
 def use_compile(params: TrainParams, device: torch.device) -> bool:
-    """compile 'auto': on only where the measured per-step saving over max_steps exceeds the compile time."""
+    """compile 'auto': on only where max_steps reaches the measured break-even for this device type."""
     if params.compile != "auto":
         return params.compile
-    compile_s, saved_fraction = COMPILE_MEASURED.get(device.type, (0.0, 0.0))
-    if saved_fraction <= 0:
-        return False
-    step_s = 0.1 if device.type == "cpu" else 0.2  # a conservative typical step; the saving scales with it
-    return params.max_steps * step_s * saved_fraction > compile_s
+    break_even = COMPILE_BREAK_EVEN_STEPS.get(device.type)
+    return break_even is not None and params.max_steps >= break_even
 
 
 def prepare_denoiser(denoiser: torch.nn.Module, params: TrainParams) -> None:

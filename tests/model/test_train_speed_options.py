@@ -1,7 +1,8 @@
 """train's speed options on the tiny real models: each trains a few steps and stays close to the default's
 losses, a run with them on resumes bit for bit, compile 'auto' follows the measurements, and the config
 refuses bad values naming the key. torch.compile itself is measured by benchmarks/train_speed.py, not
-trained here: compiling a U-Net takes minutes on 2 CPU cores."""
+trained here: compiling a U-Net takes minutes on 2 CPU cores. The file: ~40 s of CPU time (201 s of wall on
+the shared 2-core machine at load average 10)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def losses(out) -> list[float]:
 
 
 def test_each_speed_option_trains_like_the_default(captioned, tmp_path):
-    """~15 s: six four-step runs on tiny-sd."""
+    """Six four-step runs on tiny-sd."""
     cfg, layout = captioned
     threads = torch.get_num_threads()
     try:
@@ -60,7 +61,7 @@ def test_each_speed_option_trains_like_the_default(captioned, tmp_path):
 
 
 def test_resume_with_the_speed_options_on_is_bit_exact(captioned, tmp_path):
-    """~8 s: the options that change kernels, all on; interrupted after step 2 and resumed."""
+    """The options that change kernels, all on; interrupted after step 2 and resumed."""
     cfg, layout = captioned
     options = {"optimizer_impl": "fused", "channels_last": True, "attention": "classic"}
     run(cfg, layout, tmp_path / "run", **options)
@@ -78,7 +79,7 @@ def test_compile_auto_and_optimizer_impl(cfg):
     cpu = torch.device("cpu")
     assert use_compile(train_params.model_copy(update={"compile": True}), cpu)
     assert not use_compile(train_params.model_copy(update={"compile": False}), cpu)
-    # measured on 2 CPU cores: compiling costs more than it saves at any toy-world run length
+    # no consistent CPU measurement of compile paying back yet (components/train_speedups.py)
     assert not use_compile(train_params.model_copy(update={"compile": "auto", "max_steps": 100_000}), cpu)
     assert adamw_kwargs(train_params.model_copy(update={"optimizer_impl": "fused"})) == {"fused": True}
     assert adamw_kwargs(train_params) == {}
