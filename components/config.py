@@ -141,6 +141,26 @@ class TrainParams(_Strict):
     ddp_timeout_s: int = Field(
         600, ge=1, description="with num_processes > 1: a rank that waits this long for the others fails the run"
     )
+    # Speed options (components/train_speedups.py; measured by benchmarks/train_speed.py).
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the denoiser; auto: only where measured to win over max_steps"
+    )
+    optimizer_impl: Literal["auto", "for_loop", "foreach", "fused"] = Field(
+        "auto", description="torch AdamW implementation; auto: torch's own choice for the device"
+    )
+    channels_last: bool = Field(False, description="denoiser weights and activations in channels-last memory format")
+    attention: Literal["sdpa", "classic"] = Field(
+        "sdpa", description="denoiser attention: sdpa (torch scaled_dot_product_attention) or classic (matmuls)"
+    )
+    num_threads: int | Literal["auto"] = Field("auto", description="torch intra-op threads; auto: torch's own")
+    interop_threads: int | Literal["auto"] = Field("auto", description="torch inter-op threads; auto: torch's own")
+
+    @field_validator("num_threads", "interop_threads")
+    @classmethod
+    def _threads_positive(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("must be 'auto' or a whole number >= 1")
+        return v
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from components.train_memory import (
     quantization_config,
     release_frozen,
 )
+from components.train_speedups import adamw_kwargs, apply_threads, compiled, prepare_denoiser, use_compile
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ def train(
     family = family_for(folder)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weight_dtype = _precision(params, device)
+    apply_threads(params)
     check_memory_options(params, device)  # before minutes of loading: 8-bit and quantized need CUDA
     loss_options = LossOptions.of(params)
     family.check_loss_options(loss_options)
@@ -350,6 +352,9 @@ def train(
     cache = Cache(instance_cache, class_cache, prompt_tokens, cached_embeddings, instance_prompt_idx, class_prompt_idx)
     release_frozen(parts, params.offload_frozen, text_encoders_cached=cached_embeddings is not None)
     to_device(parts.denoiser)
+    prepare_denoiser(parts.denoiser, params)
+    if use_compile(params, device):
+        compiled(parts.denoiser)
 
     # 3. Optimiser and schedule.
     optimizer = _optimizer(params, adapters, parts.denoiser_name)
@@ -587,7 +592,7 @@ def _optimizer(params: TrainParams, adapters: dict[str, torch.nn.Module], denois
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(groups, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs, **adamw_kwargs(params))
 
 
 def _write_loss_curve(path: Path, losses: list[dict]) -> None:
