@@ -115,8 +115,8 @@ class TrainParams(_Strict):
     )
     offload_frozen: Literal["none", "cpu", "free"] = Field(
         "cpu",
-        description="after latents and text embeddings are cached: VAE and frozen text encoders stay on the "
-        "device (none), move to the CPU (cpu) or are deleted (free)",
+        description="VAE and frozen text encoders: while caching, on the device all together (none) or one at "
+        "a time (cpu, free); after caching they stay on the device (none), move to the CPU (cpu) or are deleted (free)",
     )
     snr_gamma: float | None = Field(
         None, gt=0, description="min-SNR-gamma loss weighting (U-Net families, epsilon and v targets); None: off"

@@ -4,9 +4,10 @@ mixed_precision), the estimated peak GPU memory and seconds per step, from one m
 base model (components/plan_trace.py): nothing is allocated, nothing is downloaded.
 
 Peak memory (what torch.cuda.max_memory_allocated reports) is the larger of two phases:
-- caching, before the loop: the frozen text encoders and VAE encode prompts and images once;
-  with offload_frozen cpu/free each is on the GPU alone (the denoiser arrives after), with none all of
-  them sit beside the denoiser, as they then do for the whole run;
+- caching, before the loop and before the denoiser is loaded (components/train.py `_build_cache`): the
+  VAE and the frozen text encoders encode images and prompts once; with offload_frozen cpu/free each is
+  on the GPU alone while it runs, with none all of them are there together (and stay for the loop);
+  text encoders that train (LoRA) are not run then and join the GPU with the denoiser;
 - the loop: the frozen denoiser (16-bit, or 4/8-bit Linear weights with base_quantization), the LoRA
   weights, their gradients and the optimizer state (fp32), the activations backward needs (traced),
   backward's working set (three times the largest of them), and a quantized matmul's dequantized weight.
@@ -106,11 +107,12 @@ def estimate(trace: Trace, setting: Setting, gpu: str = "h100", gpu_memory_gib: 
     # and one temporary, each at most the largest saved tensor.
     activations = trace.activations[s.gradient_checkpointing][precision] + 3 * trace.largest_activation[precision]
     loop = denoiser + resident + lora + activations
+    # Caching runs before the denoiser is loaded: the VAE and the frozen text encoders (those without LoRA).
     encoding = trace.caching_activations[precision]  # the VAE's; text encoders' are small beside their weights
-    if s.offload_frozen == "none":  # everything is loaded together, then the encoders run
-        caching = denoiser + sum(c.params * wbytes for c in others.values()) + encoding
-    else:  # one encoder at a time, before the denoiser comes to the GPU
-        caching = max(max(c.params * wbytes for c in others.values()), others["vae"].params * wbytes + encoding)
+    vae = others["vae"].params * wbytes + encoding
+    encoders = [c.params * wbytes for n, c in others.items() if n != "vae" and not c.lora_params]
+    # none: all on the GPU together; cpu/free: each alone while it runs
+    caching = vae + sum(encoders) if s.offload_frozen == "none" else max([vae, *encoders])
     peak = max(loop, caching) / GIB
     flops = trace.forward_flops * (2 if s.gradient_checkpointing else 1) + trace.backward_flops
     tflops = GPU_PEAK_TFLOPS[gpu][precision] * MFU * 1e12

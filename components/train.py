@@ -39,6 +39,7 @@ from components.io import StageResult, new_staging_dir, publish, read_json, sha2
 from components.lora import adapted, add_lora, lora_state, save_adapter
 from components.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from components.train_memory import (
+    OneOnDevice,
     check_memory_options,
     is_quantized,
     quantization_config,
@@ -246,6 +247,48 @@ def _check_class_buckets(data: TrainData) -> None:
         )
 
 
+def _build_cache(
+    family: Family, parts: Parts, data: TrainData, params: TrainParams, device: torch.device, dtype: torch.dtype
+) -> Cache:
+    """The loop's cache, made by the frozen VAE and the text encoders whose embeddings are cached, in
+    ``dtype``. offload_frozen 'none' puts them all on the device first; 'cpu'/'free' bring each there
+    alone while it runs (OneOnDevice) and leave all of them on the CPU."""
+    use_prior = params.with_prior_preservation
+    frozen = {"vae": parts.vae, **({} if params.train_text_encoder else parts.text_encoders)}
+    if params.offload_frozen == "none":
+        for module in frozen.values():
+            module.to(device, dtype=dtype)
+        placement = None
+    else:
+        for module in frozen.values():
+            module.to(dtype=dtype)
+        placement = OneOnDevice(frozen, device, hooked=[n for n in frozen if n != "vae"])
+    try:
+        parts.vae.eval()
+        if placement is not None:
+            placement.bring("vae")
+        instance = _encode_images(family, parts.vae, data.instance_images, data.resolution, device)
+        classes = _encode_images(family, parts.vae, data.class_images, data.resolution, device) if use_prior else None
+        prompts = list(dict.fromkeys(data.instance_captions + ([data.class_prompt] if use_prior else [])))
+        prompt_tokens = family.tokenize(parts, prompts)
+        embeddings = None
+        if not params.train_text_encoder:
+            with torch.no_grad():
+                tokens = {k: v.to(device) for k, v in prompt_tokens.items()}
+                embeddings = {k: v.float().cpu() for k, v in family.encode_prompts(parts, tokens).items()}
+    finally:
+        if placement is not None:
+            placement.close()
+    return Cache(
+        instance,
+        classes,
+        prompt_tokens,
+        embeddings,
+        torch.tensor([prompts.index(c) for c in data.instance_captions]),
+        prompts.index(data.class_prompt) if use_prior else None,
+    )
+
+
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return seed * 1_000_003 + step + rank * 2**40
 
@@ -309,15 +352,12 @@ def train(
     shard = Shard(accelerator.process_index, accelerator.num_processes)
     is_main = accelerator.is_main_process
 
-    # 1. The frozen base model, loaded by the same code path as any hub checkpoint (a quantized denoiser
-    # loads in weight_dtype, straight onto the GPU). The denoiser joins the device after caching: the VAE
-    # and the text encoders (T5) are never there beside it unless offload_frozen is 'none'.
-    quantization = quantization_config(params, family, weight_dtype)
+    # 1. The frozen VAE and text encoders: the pipeline without its denoiser, which loads only once the
+    # cache is built and they have left the device (with base_quantization, straight onto the GPU), so
+    # under offload_frozen cpu/free T5 is never on the GPU beside the transformer.
+    quantization = quantization_config(params, weight_dtype)
     load_dtype = weight_dtype if quantization is not None else torch.float32
-    parts = family.parts(family.load_pipeline(folder, load_dtype, "cpu", quantization))
-    torch.manual_seed(params.seed)  # LoRA A matrices are drawn here
-    trainable = add_lora(family, parts, params)
-    adapters = adapted(parts)  # the modules that carry LoRA, unwrapped: what checkpoints and the adapter save
+    parts = family.parts(family.load_pipeline(folder, load_dtype, "cpu", without_denoiser=True))
 
     def to_device(module: torch.nn.Module) -> None:  # LoRA weights in float32, the frozen ones in weight_dtype
         if is_quantized(module):  # bitsandbytes weights keep their dtype; the LoRA layers follow the device
@@ -326,37 +366,30 @@ def train(
             module.to(device, dtype=weight_dtype)
         cast_training_params([module], dtype=torch.float32)
 
-    for module in parts.modules():
-        if module is not parts.denoiser:
-            to_device(module)
+    # 2. Cache: VAE latents of every image and text conditioning of every prompt, computed once by the
+    # frozen VAE and text encoders (trained text encoders run every step instead); they then leave the
+    # device (offload_frozen cpu/free) or stay (none).
+    cache = _build_cache(family, parts, data, params, device, weight_dtype)
+    release_frozen(parts, params.offload_frozen, text_encoders_cached=cache.prompt_embeddings is not None)
+
+    # 3. The denoiser, then LoRA (its A matrices drawn here, on the CPU unless the base is quantized).
+    parts.denoiser = family.load_denoiser(folder, load_dtype, quantization)
+    torch.manual_seed(params.seed)
+    trainable = add_lora(family, parts, params)
+    adapters = adapted(parts)  # the modules that carry LoRA, unwrapped: what checkpoints and the adapter save
+    for module in adapters.values():
+        to_device(module)
     if params.gradient_checkpointing:
         parts.denoiser.enable_gradient_checkpointing()
         for name, module in adapters.items():
             if name != parts.denoiser_name:
                 module.gradient_checkpointing_enable()
 
-    # 2. Cache: VAE latents of every image and text conditioning of every prompt, computed once;
-    # the VAE and frozen text encoders then leave the device.
-    parts.vae.eval()
-    instance_cache = _encode_images(family, parts.vae, data.instance_images, data.resolution, device)
-    class_cache = _encode_images(family, parts.vae, data.class_images, data.resolution, device) if use_prior else None
-    prompts = list(dict.fromkeys(data.instance_captions + ([data.class_prompt] if use_prior else [])))
-    prompt_tokens = family.tokenize(parts, prompts)
-    instance_prompt_idx = torch.tensor([prompts.index(c) for c in data.instance_captions])
-    class_prompt_idx = prompts.index(data.class_prompt) if use_prior else None
-    cached_embeddings = None
-    if not params.train_text_encoder:
-        with torch.no_grad():
-            tokens = {k: v.to(device) for k, v in prompt_tokens.items()}
-            cached_embeddings = {k: v.float().cpu() for k, v in family.encode_prompts(parts, tokens).items()}
-    cache = Cache(instance_cache, class_cache, prompt_tokens, cached_embeddings, instance_prompt_idx, class_prompt_idx)
-    release_frozen(parts, params.offload_frozen, text_encoders_cached=cached_embeddings is not None)
-    to_device(parts.denoiser)
     prepare_denoiser(parts.denoiser, params)
     if use_compile(params, device):
         compiled(parts.denoiser)
 
-    # 3. Optimiser and schedule.
+    # 4. Optimiser and schedule.
     optimizer = _optimizer(params, adapters, parts.denoiser_name)
     lr_scheduler = get_scheduler(
         params.lr_scheduler,
@@ -367,7 +400,7 @@ def train(
     parts.denoiser, optimizer, lr_scheduler = accelerator.prepare(parts.denoiser, optimizer, lr_scheduler)
     config_hash = inputs_sha
 
-    # 4. Resume from the latest checkpoint when asked; every process loads the one the main process found.
+    # 5. Resume from the latest checkpoint when asked; every process loads the one the main process found.
     start_step, losses, resumed_from = 0, [], None
     ckpt = latest_checkpoint(checkpoints_dir) if resume != "no" else None
     ckpt = _main_process_value(accelerator, ckpt)
@@ -383,7 +416,7 @@ def train(
     if ckpt is None and is_main:
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
-    # 5. The loop.
+    # 6. The loop.
     models = Models(family, parts, device, weight_dtype, loss_options)
     for module in adapters.values():
         module.train()
@@ -444,7 +477,7 @@ def train(
 
     loop_seconds = time.time() - loop_started
 
-    # 6. Outputs, by the main process once every process has finished every step (a run with a failed
+    # 7. Outputs, by the main process once every process has finished every step (a run with a failed
     # process writes none), under a temporary name: a partial adapter never appears in out_dir.
     accelerator.wait_for_everyone()
     parts.denoiser = accelerator.unwrap_model(parts.denoiser)

@@ -14,7 +14,7 @@ import importlib.util
 import torch
 
 from components.config import ConfigError, TrainParams
-from components.families import Family, Parts
+from components.families import Parts
 
 GPU_EXTRA = "uv sync --frozen --extra gpu"
 
@@ -37,23 +37,56 @@ def check_memory_options(params: TrainParams, device: torch.device) -> None:
         _needs_bitsandbytes("base_quantization", params.base_quantization, device)
 
 
-def quantization_config(params: TrainParams, family: Family, compute_dtype: torch.dtype):
-    """diffusers' pipeline quantization config that loads only the denoiser in NF4 or int8 (the frozen
-    weights; LoRA layers added on top stay in float), or None for train.base_quantization 'none'."""
+def quantization_config(params: TrainParams, compute_dtype: torch.dtype):
+    """diffusers' quantization config that loads the denoiser in NF4 or int8 (the frozen weights; LoRA
+    layers added on top stay in float), or None for train.base_quantization 'none'."""
     if params.base_quantization == "none":
         return None
-    from diffusers import BitsAndBytesConfig, PipelineQuantizationConfig
+    from diffusers import BitsAndBytesConfig
 
     if params.base_quantization == "nf4":
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
-    else:
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    return PipelineQuantizationConfig(quant_mapping={family.denoiser_name: config})
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def is_quantized(module: torch.nn.Module) -> bool:
     """Loaded by bitsandbytes: its weights cannot change dtype, and it already sits on its GPU."""
     return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_loaded_in_8bit", False))
+
+
+class OneOnDevice:
+    """Frozen modules (the VAE, the text encoders) that visit the device one at a time while the cache is
+    built (train.offload_frozen cpu/free): ``bring`` sends the one on the device back to the CPU first.
+    Text encoders are brought by a forward pre-hook, so a family's encode_prompts calls them in any order
+    and T5 never shares the GPU with another frozen module; the VAE (its ``encode`` is not ``forward``)
+    is brought by name. ``on_device`` names the one there now."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device, hooked: list[str]):
+        self.modules, self.device, self.on_device = modules, device, None
+        self._hooks = [modules[n].register_forward_pre_hook(self._pre_hook(n)) for n in hooked]
+
+    def _pre_hook(self, name: str):
+        return lambda module, args: self.bring(name)
+
+    def bring(self, name: str) -> None:
+        if self.on_device == name:
+            return
+        self.put_away()
+        self.modules[name].to(self.device)
+        self.on_device = name
+
+    def put_away(self) -> None:
+        if self.on_device is None:
+            return
+        self.modules[self.on_device].to("cpu")
+        self.on_device = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next one reuses the memory; T5 alone is the phase's peak
+
+    def close(self) -> None:
+        self.put_away()
+        for hook in self._hooks:
+            hook.remove()
 
 
 def release_frozen(parts: Parts, mode: str, text_encoders_cached: bool) -> None:

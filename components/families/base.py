@@ -46,7 +46,7 @@ class Parts:
     """The frozen model parts training needs, by the names the family's pipeline gives them."""
 
     denoiser_name: str  # "unet" or "transformer": the pipeline attribute, and the adapter's key prefix
-    denoiser: torch.nn.Module
+    denoiser: torch.nn.Module | None  # None while training builds its cache (the denoiser loads after)
     text_encoders: dict[str, torch.nn.Module]  # "text_encoder", "text_encoder_2", ...
     tokenizers: dict[str, Any]  # keyed like the text encoder each one feeds
     vae: torch.nn.Module | None  # None once training has cached the latents and dropped it (offload_frozen: free)
@@ -130,14 +130,25 @@ class Family(ABC):
         return getattr(diffusers, self.pipeline)
 
     def load_pipeline(
-        self, folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu", quantization_config=None
+        self, folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu", without_denoiser: bool = False
     ):
-        """The pipeline on ``device``; with diffusers' ``PipelineQuantizationConfig`` its quantized
-        components load straight onto the GPU (bitsandbytes) and everything stays where it loaded."""
-        extra = {} if quantization_config is None else {"quantization_config": quantization_config}
-        pipe = self.pipeline_class().from_pretrained(folder, dtype=dtype, **self.pipeline_kwargs, **extra)
+        """The pipeline on ``device``; ``without_denoiser`` skips loading the denoiser (its attribute is
+        None): training caches with the VAE and text encoders first and loads it after (``load_denoiser``)."""
+        skip = {self.denoiser_name: None} if without_denoiser else {}
+        pipe = self.pipeline_class().from_pretrained(folder, dtype=dtype, **self.pipeline_kwargs, **skip)
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device) if quantization_config is None else pipe
+        return pipe.to(device)
+
+    def load_denoiser(self, folder: Path, dtype: torch.dtype = torch.float32, quantization_config=None):
+        """The denoiser alone, on the CPU; with a diffusers ``BitsAndBytesConfig`` its Linear weights load
+        quantized, straight onto the current GPU (bitsandbytes places them there)."""
+        import diffusers
+
+        _, class_name = json.loads((folder / "model_index.json").read_text())[self.denoiser_name]
+        extra = {} if quantization_config is None else {"quantization_config": quantization_config}
+        return getattr(diffusers, class_name).from_pretrained(
+            folder, subfolder=self.denoiser_name, dtype=dtype, **extra
+        )
 
     def native_resolution(self, folder: Path) -> int:
         """The pixel size the checkpoint was trained at: denoiser sample size x VAE downsampling."""

@@ -73,6 +73,19 @@ def test_quantizing_the_base_strictly_lowers_memory(trace):
             assert nf4 < int8 < none, s
 
 
+def test_caching_is_planned_without_the_denoiser(trace):
+    """train builds its cache before loading the denoiser: offload cpu/free holds the largest frozen module
+    (the VAE with its encoding activations, or one text encoder), none all of them at once."""
+    gib = 2**30
+    weights = {n: c.params * 4 for n, c in trace.sizes.items() if n != trace.denoiser_name}  # fp32
+    vae = weights.pop("vae") + trace.caching_activations[1]
+    for quantization in QUANTIZATIONS:
+        each = estimate(trace, Setting("adamw", quantization, False, "cpu", "no")).caching_gib
+        together = estimate(trace, Setting("adamw", quantization, False, "none", "no")).caching_gib
+        assert each == pytest.approx(max(vae, *weights.values()) / gib)
+        assert together == pytest.approx((vae + sum(weights.values())) / gib)
+
+
 def test_checkpointing_lowers_activations(trace):
     for s in all_settings():
         if not s.gradient_checkpointing:

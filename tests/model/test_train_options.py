@@ -117,6 +117,58 @@ def test_an_option_the_family_cannot_use_is_refused_naming_it(captioned, tmp_pat
     assert not (tmp_path / key / "adapter").exists()
 
 
+def test_caching_brings_one_frozen_module_at_a_time(captioned, monkeypatch):
+    """~10 s: tiny-flux's cache (CLIP, T5, VAE) built as train builds it. Under offload_frozen cpu each frozen
+    module is brought to the device alone, just before it runs, and all are back on the CPU after; the
+    cached tensors are those of 'none' (everything on the device at once). On a CPU the device is the CPU,
+    so where the weights are is checked only on CUDA; here the placement's own record is checked."""
+    from components import train as train_module
+    from components.base_model import resolve_model
+    from components.families import family_for
+    from components.train_memory import OneOnDevice
+
+    cfg, layout = captioned
+    folder = resolve_model("tiny-flux")
+    family = family_for(folder)
+    data = load_train_data("tiny-flux", resolution(cfg), layout.curated, layout.captions, None)
+    device = torch.device("cuda" if HAS_CUDA else "cpu")
+    seen = []  # (what ran or was brought, what the placement had on the device, modules whose weights were there)
+
+    class Recorded(OneOnDevice):
+        def __init__(self, modules, device, hooked):
+            super().__init__(modules, device, hooked)
+            for name in hooked:  # after the placement's own hook: sees the state the module runs in
+                modules[name].register_forward_pre_hook(lambda m, a, name=name: self.record(name))
+
+        def bring(self, name):
+            super().bring(name)
+            if name == "vae":  # brought by name; its encode() is not forward()
+                self.record(name)
+
+        def record(self, name):
+            on_gpu = sorted(n for n, m in self.modules.items() if next(m.parameters()).device.type == "cuda")
+            seen.append((name, self.on_device, on_gpu))
+
+    monkeypatch.setattr(train_module, "OneOnDevice", Recorded)
+    caches = {}
+    for mode in ("none", "cpu"):
+        params = cfg.params.train.model_copy(update={"with_prior_preservation": False, "offload_frozen": mode})
+        parts = family.parts(family.load_pipeline(folder, without_denoiser=True))
+        caches[mode] = train_module._build_cache(family, parts, data, params, device, torch.float32)
+        if mode == "cpu":
+            assert all(next(m.parameters()).device.type == "cpu" for m in parts.modules())
+
+    assert [name for name, _, _ in seen] == ["vae", "text_encoder", "text_encoder_2"]  # 'none' made no placement
+    for name, on_device, on_gpu in seen:
+        assert on_device == name
+        if HAS_CUDA:
+            assert on_gpu == [name], f"{name} ran beside {on_gpu}"
+    a, b = caches["none"], caches["cpu"]
+    assert all(torch.equal(x, y) for x, y in zip(a.instance.latents, b.instance.latents, strict=True))
+    assert a.prompt_embeddings.keys() == b.prompt_embeddings.keys()
+    assert all(torch.equal(a.prompt_embeddings[k], b.prompt_embeddings[k]) for k in a.prompt_embeddings)
+
+
 @pytest.mark.skipif(HAS_CUDA and HAS_BNB, reason="this machine has CUDA and bitsandbytes: the options run")
 @pytest.mark.parametrize(
     ("key", "value"), [("optimizer", "adamw_8bit"), ("base_quantization", "nf4"), ("base_quantization", "int8")]
