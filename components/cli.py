@@ -281,7 +281,7 @@ def demo(
     console.print(
         f"DVC ran: {', '.join(trained['ran']) or 'nothing'}; skipped: {', '.join(trained['skipped']) or 'nothing'}"
     )
-    console.print(f"DVC remote: {result['remote']} (pushed)")
+    console.print(f"DVC remote: {result['remote']} ({'pushed' if result['pushed'] else 'up to date'})")
     console.print(f"registry: {reg['model_name']} v{reg['version']} @challenger, run {reg['run_id']}")
     outcome = (
         "promoted to @champion" if verdict["promoted"] else ("already @champion" if verdict["passed"] else "refused")

@@ -43,7 +43,8 @@ def commit(ctx: ConceptContext) -> str:
 @task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
 def push(ctx: ConceptContext, remote: str | None) -> None:
     with span("dvc.push"):
-        dvc_repo.push(ctx.repo, remote)
+        if dvc_repo.push(ctx.repo, remote, ctx.cfg.concept.name) == "already pushed":
+            get_run_logger().info("the outputs in dvc.lock are on the remote already (pushed by the last run)")
 
 
 def _retry_unless_conflict(task, task_run, state) -> bool:
