@@ -5,7 +5,8 @@ process (components/cli.py) write how long each part took. Prints one table per 
 stores it under ``--label`` in benchmarks/results/orchestration.json (labels already there are kept,
 so a "before" and an "after" run print side by side).
 
-    uv run python -m benchmarks.orchestration --label after          # about 4 minutes on 2 cores
+    uv run python -m benchmarks.orchestration --label after                      # the demo as it is
+    uv run python -m benchmarks.orchestration --label before --rev a4c664c --fast   # small stage work
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,20 +42,50 @@ FLOW_PARTS = (
 )
 
 
-def _copy_project(dest: Path) -> Path:
-    """This working tree's files (tracked and untracked, not ignored) as a fresh one-commit git repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+# --fast: the e2e demo test's settings (tests/conftest.py FAST_FLOW_PARAMS: the tiny-sd plumbing sample,
+# 8 training steps, a short evaluation, the gate's learning check off), so the stage work is small and
+# the orchestration is most of the run; it still runs every stage, the push, registration and the gate.
+FAST = {
+    "concepts": ["toy-robot"],
+    "promotion": {"min_clip_i_gain": -1.0},
+    "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
+    "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
+    "evaluate": {
+        "seeds": [0, 1],
+        "steps": 4,
+        "prompts": ["a photo of {instance}", "{instance} on the beach"],
+        "class_prompts": ["a photo of a {class_noun}"],
+    },
+}
+
+
+def _copy_project(dest: Path, rev: str | None, fast: bool) -> Path:
+    """The project at git revision ``rev`` (default: this working tree's files, tracked and untracked,
+    not ignored) as a fresh one-commit git repo; with ``fast``, its params.yaml takes FAST."""
+    dest.mkdir(parents=True)
+    if rev:
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    else:
+        files = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\0")
+        for name in filter(None, files):
+            src = ROOT / name
+            if src.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / name)
+    if fast:
+        import yaml
+
+        from components.config import deep_merge
+
+        params = deep_merge(yaml.safe_load((dest / "params.yaml").read_text()), FAST)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (
         ["git", "init", "-q", "-b", "main"],
         ["git", "config", "user.email", "bench@conceptlab.invalid"],
@@ -72,11 +104,20 @@ def _import_seconds(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _run_demo(repo: Path, env: dict[str, str], timings: Path) -> dict:
+def _run_demo(repo: Path, env: dict[str, str], timings: Path, concept: str | None) -> dict:
     timings.unlink(missing_ok=True)
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "components.cli", "demo", "--repo", str(repo)],
+        [
+            sys.executable,
+            "-m",
+            "components.cli",
+            "demo",
+            "--repo",
+            str(repo),
+            *(["--concept", concept] if concept else []),
+        ],
         cwd=repo,
         env={**env, "CONCEPTLAB_TIMINGS": str(timings)},
         capture_output=True,
@@ -84,15 +125,19 @@ def _run_demo(repo: Path, env: dict[str, str], timings: Path) -> dict:
         timeout=1800,
     )
     wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the demo and every process it waited for (stages, DVC, Prefect's server): on a
+    # shared machine a steadier figure than wall time, which grows with everyone else's load.
+    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
     if proc.returncode != 0:
         raise SystemExit(f"the demo failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     flows = re.search(r"flows took ([\d.]+) s", proc.stderr)
     ran = re.search(r"DVC ran: ([^;]*);", proc.stderr)
     lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
-    return _parts(wall, float(flows.group(1)) if flows else float("nan"), lines, ran.group(1) if ran else "?")
+    return _parts(wall, cpu, float(flows.group(1)) if flows else float("nan"), lines, ran.group(1) if ran else "?")
 
 
-def _parts(wall: float, flows: float, lines: list[dict], ran: str) -> dict:
+def _parts(wall: float, cpu: float, flows: float, lines: list[dict], ran: str) -> dict:
     total = {}
     for line in lines:
         total[line["part"]] = total.get(line["part"], 0.0) + line["seconds"]
@@ -103,6 +148,7 @@ def _parts(wall: float, flows: float, lines: list[dict], ran: str) -> dict:
     repro = total.get("dvc.repro", 0.0)
     parts = {
         "demo process (wall)": wall,
+        "  CPU time, all of its processes (user + system)": cpu,
         "  CLI start-up (interpreter + imports)": demo_line.get("startup", float("nan")),
         "  flows' modules import (Prefect, ...)": total.get("import.flows", 0.0),
         "  DVC remote look-up": total.get("dvc.remote", 0.0),
@@ -149,9 +195,13 @@ def _print_table(results: dict) -> None:
 def main(
     label: str = typer.Option("after", help="key in the results file (e.g. before, after)"),
     keep: bool = typer.Option(False, help="keep the temporary copy (its path is printed)"),
+    rev: str = typer.Option("", help="measure this git revision (default: the working tree)"),
+    fast: bool = typer.Option(False, help="the e2e test's small settings (tiny-sd sample, 8 steps)"),
 ):
+    from components.base_model import models_dir
+
     tmp = Path(tempfile.mkdtemp(prefix="conceptlab-orchestration-"))
-    repo = _copy_project(tmp / "repo")
+    repo = _copy_project(tmp / "repo", rev or None, fast)
     (tmp / "home").mkdir()
     env = {
         **os.environ,
@@ -159,11 +209,16 @@ def main(
         "PREFECT_HOME": str(tmp / "prefect"),
         "HF_HUB_OFFLINE": "1",
         "TQDM_DISABLE": "1",
+        "CONCEPTLAB_MODELS_DIR": str(models_dir()),  # the built tiny models, not a rebuild under the new HOME
     }
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
         env.pop(var, None)
     try:
-        runs = {"first": _run_demo(repo, env, tmp / "t1.jsonl"), "no-op": _run_demo(repo, env, tmp / "t2.jsonl")}
+        concept = FAST["concepts"][0] if fast else None
+        runs = {
+            "first": _run_demo(repo, env, tmp / "t1.jsonl", concept),
+            "no-op": _run_demo(repo, env, tmp / "t2.jsonl", concept),
+        }
     finally:
         if keep:
             print(f"kept {tmp}")
@@ -173,6 +228,8 @@ def main(
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[label] = {
+        "code": rev or "working tree",
+        "settings": "fast (tests/conftest.py FAST_FLOW_PARAMS)" if fast else "params.yaml (the demo)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {load:.1f} at the end)",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": runs,

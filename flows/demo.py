@@ -28,7 +28,7 @@ def ensure_dvc_remote(repo: Path) -> str:
 
 
 def run_demo(repo: Path, concept: str, log: Callable[[str], object] = print) -> dict:
-    from flows.nothing_changed import could_be_unchanged, unchanged_result
+    from flows.nothing_changed import could_be_unchanged, record_outcome, unchanged_result
     from flows.prefect_api import start_temporary_server, startup_timeout
 
     # Any concept folder runs: one not yet in params.yaml `concepts` (what dvc.yaml loops over) is added.
@@ -66,4 +66,5 @@ def run_demo(repo: Path, concept: str, log: Callable[[str], object] = print) -> 
         trained = train_concept(concept, repo=str(repo), remote=remote, commit_lock=False)
     with span("flow.promote"):
         verdict = promote(concept, repo=str(repo))
+    record_outcome(repo, concept, trained, verdict)
     return {"remote": remote, "pushed": True, "trained": trained, "verdict": verdict, "seconds": time.time() - started}
