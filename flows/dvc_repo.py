@@ -298,8 +298,14 @@ def push(repo: Path, remote: str | None = None, concept: str | None = None) -> s
         return "already pushed"
     output = dvc(repo, "push", *(["-r", remote] if remote else []))
     if concept and (repo / "dvc.lock").exists():
-        _push_record(repo, concept).write_text(json.dumps(_pushed_state(repo, concept, remote)))
+        record_push(repo, concept, remote)
     return output
+
+
+def record_push(repo: Path, concept: str, remote: str | None = None) -> None:
+    """Notes that the concept's outs in dvc.lock are on ``remote`` now (after a successful `dvc push`)."""
+    _push_record(repo, concept).parent.mkdir(parents=True, exist_ok=True)
+    _push_record(repo, concept).write_text(json.dumps(_pushed_state(repo, concept, remote)))
 
 
 def lock_hashes(repo: Path, concept: str) -> dict[str, str]:
