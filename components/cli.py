@@ -38,8 +38,33 @@ def _defaults() -> None:
     """Embedded/offline defaults for Prefect and MLflow (components.environment); and quiet libraries:
     their chatter (MLflow INFO lines, load reports) hides the stage summaries a person reads."""
     apply_embedded_defaults()
+    _record_timing()
     for var in ("MLFLOW_LOGGING_LEVEL", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
         os.environ.setdefault(var, "WARNING" if var.startswith("MLFLOW") else "error")
+
+
+def _record_timing() -> None:
+    """With $CONCEPTLAB_TIMINGS set (benchmarks/orchestration.py), the command appends its process's
+    start-up (interpreter and this module's imports) and its own run time to that file at exit."""
+    path = os.environ.get("CONCEPTLAB_TIMINGS")
+    if not path:
+        return
+    import atexit
+    import json
+    import sys
+
+    import psutil  # the process's real start: interpreter start-up included
+
+    ready = time.time()
+    started = psutil.Process().create_time()
+
+    def write() -> None:
+        line = {"part": f"cli.{sys.argv[1] if len(sys.argv) > 1 else ''}", "startup": round(ready - started, 3)}
+        line |= {"seconds": round(time.time() - ready, 3), "pid": os.getpid()}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    atexit.register(write)
 
 
 models_app = typer.Typer(help="Build and list the embedded tiny models.", no_args_is_help=True)
@@ -256,7 +281,7 @@ def demo(
     console.print(
         f"DVC ran: {', '.join(trained['ran']) or 'nothing'}; skipped: {', '.join(trained['skipped']) or 'nothing'}"
     )
-    console.print(f"DVC remote: {result['remote']} (pushed)")
+    console.print(f"DVC remote: {result['remote']} ({'pushed' if result['pushed'] else 'up to date'})")
     console.print(f"registry: {reg['model_name']} v{reg['version']} @challenger, run {reg['run_id']}")
     outcome = (
         "promoted to @champion" if verdict["promoted"] else ("already @champion" if verdict["passed"] else "refused")

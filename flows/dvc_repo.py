@@ -8,12 +8,13 @@ checked: a failure raises with the command's output instead of leaving a wrong l
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def _env(repo: Path) -> dict[str, str]:
     return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": pythonpath}
 
 
-def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True) -> str:
-    lock = FileLock(str(repo / ".dvc" / "tmp" / "conceptlab-flows.lock"))
+def dvc(repo: Path, *args: str, timeout: float | None = None, check: bool = True, lock: bool = True) -> str:
+    """Runs one DVC command; ``lock=False`` only for commands that read the configuration (they may
+    run beside another DVC command)."""
     (repo / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    with lock:
+    with FileLock(str(repo / ".dvc" / "tmp" / "conceptlab-flows.lock")) if lock else nullcontext():
         proc = subprocess.run(
             [sys.executable, "-m", "dvc", *args],
             cwd=repo,
@@ -119,8 +121,6 @@ def repro(repo: Path, concept: str, timeout: float | None = None) -> ReproReport
 
 def changed_stages(repo: Path, concept: str) -> list[str]:
     """Stages of the concept whose deps, params or outs differ from dvc.lock."""
-    import json
-
     out = dvc(repo, "status", "--json", f"evaluate@{concept}", "--with-deps")
     start = out.find("{")
     status = json.loads(out[start:]) if start >= 0 else {}
@@ -266,8 +266,46 @@ def push_commit(repo: Path, commit: str, concept: str, attempts: int = 4) -> str
     raise GitError(f"{repo}: origin/{branch} moved again during each of {attempts} rebase-and-push attempts")
 
 
-def push(repo: Path, remote: str | None = None) -> str:
-    return dvc(repo, "push", *(["-r", remote] if remote else []))
+def _push_record(repo: Path, concept: str) -> Path:
+    return repo / ".dvc" / "tmp" / f"conceptlab-pushed-{concept}.json"
+
+
+def _pushed_state(repo: Path, concept: str, remote: str | None) -> dict:
+    """What a push of the concept leaves on the remote: its outs' md5s (dvc.lock) on that remote, as the
+    repository's DVC configuration names it (editing a remote's URL there makes the next push run)."""
+    configs = {
+        name: (repo / ".dvc" / name).read_text()
+        for name in ("config", "config.local")
+        if (repo / ".dvc" / name).exists()
+    }
+    return {"remote": remote or "(default)", "config": configs, "outs": lock_hashes(repo, concept)}
+
+
+def already_pushed(repo: Path, concept: str, remote: str | None = None) -> bool:
+    """Whether the last successful push of the concept from this clone sent exactly the outs that
+    dvc.lock names now, to the same remote (a local record in .dvc/tmp; a fresh clone has none)."""
+    record = _push_record(repo, concept)
+    try:
+        return json.loads(record.read_text()) == _pushed_state(repo, concept, remote)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def push(repo: Path, remote: str | None = None, concept: str | None = None) -> str:
+    """`dvc push`; with ``concept``, skipped when already_pushed (nothing new to send: a no-op push
+    still costs a DVC process and a look-up of every file on the remote), and recorded after success."""
+    if concept and already_pushed(repo, concept, remote):
+        return "already pushed"
+    output = dvc(repo, "push", *(["-r", remote] if remote else []))
+    if concept and (repo / "dvc.lock").exists():
+        record_push(repo, concept, remote)
+    return output
+
+
+def record_push(repo: Path, concept: str, remote: str | None = None) -> None:
+    """Notes that the concept's outs in dvc.lock are on ``remote`` now (after a successful `dvc push`)."""
+    _push_record(repo, concept).parent.mkdir(parents=True, exist_ok=True)
+    _push_record(repo, concept).write_text(json.dumps(_pushed_state(repo, concept, remote)))
 
 
 def lock_hashes(repo: Path, concept: str) -> dict[str, str]:

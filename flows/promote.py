@@ -11,6 +11,7 @@ from components import promote as gate
 from components.io import write_json
 from components.pipeline import run_evaluate
 from flows.common import ConceptContext, concept_context
+from flows.timing import span
 from flows.train_concept import NETWORK_RETRIES
 
 
@@ -23,7 +24,8 @@ def _reevaluate(ctx: ConceptContext):
 
 @task(cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def run_gate(ctx: ConceptContext) -> gate.GateVerdict:
-    return gate.promote(ctx.cfg.concept.name, ctx.tracking_uri, ctx.cfg.params.promotion, _reevaluate(ctx))
+    with span("gate"):
+        return gate.promote(ctx.cfg.concept.name, ctx.tracking_uri, ctx.cfg.params.promotion, _reevaluate(ctx))
 
 
 def gate_outcome(verdict: dict) -> str:

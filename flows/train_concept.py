@@ -16,6 +16,7 @@ from components.pipeline import lineage
 from flows import dvc_repo
 from flows.common import ConceptContext, concept_context
 from flows.report import metrics_rows, report_markdown
+from flows.timing import span
 
 NETWORK_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.2)
 # An MLflow server that restarts (a deploy, a rescheduled pod) is away for about a minute (51-65 s
@@ -26,7 +27,8 @@ REGISTRY_RETRIES = dict(retries=4, retry_delay_seconds=exponential_backoff(backo
 
 @task(cache_policy=NO_CACHE, tags=["dvc-repo", "gpu"], timeout_seconds=6 * 3600)
 def reproduce(ctx: ConceptContext) -> dvc_repo.ReproReport:
-    report = dvc_repo.repro(ctx.repo, ctx.cfg.concept.name)
+    with span("dvc.repro"):
+        report = dvc_repo.repro(ctx.repo, ctx.cfg.concept.name)
     logger = get_run_logger()
     logger.info("ran: %s; skipped: %s", report.ran or "nothing", report.skipped or "nothing")
     return report
@@ -34,12 +36,15 @@ def reproduce(ctx: ConceptContext) -> dvc_repo.ReproReport:
 
 @task(cache_policy=NO_CACHE, tags=["dvc-repo"])
 def commit(ctx: ConceptContext) -> str:
-    return dvc_repo.commit_lock(ctx.repo, ctx.cfg.concept.name)
+    with span("git.commit"):
+        return dvc_repo.commit_lock(ctx.repo, ctx.cfg.concept.name)
 
 
 @task(cache_policy=NO_CACHE, tags=["dvc-repo"], **NETWORK_RETRIES)
 def push(ctx: ConceptContext, remote: str | None) -> None:
-    dvc_repo.push(ctx.repo, remote)
+    with span("dvc.push"):
+        if dvc_repo.push(ctx.repo, remote, ctx.cfg.concept.name) == "already pushed":
+            get_run_logger().info("the outputs in dvc.lock are on the remote already (pushed by the last run)")
 
 
 def _retry_unless_conflict(task, task_run, state) -> bool:
@@ -68,6 +73,11 @@ def push_commit(ctx: ConceptContext, revision: str) -> str:
 
 @task(cache_policy=NO_CACHE, **REGISTRY_RETRIES)
 def register(ctx: ConceptContext, git_commit: str):
+    with span("mlflow.register"):  # MLflow's import included
+        return _register(ctx, git_commit)
+
+
+def _register(ctx: ConceptContext, git_commit: str):
     # git_commit: the commit made after the push (its dvc.lock holds this adapter's md5), not HEAD.
     extra = {**lineage(ctx.layout, ctx.repo), **dvc_repo.lock_hashes(ctx.repo, ctx.cfg.concept.name)}
     extra["git_commit"] = git_commit
@@ -83,7 +93,11 @@ def register(ctx: ConceptContext, git_commit: str):
 def publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport) -> None:
     from components.evaluate import EvalResult
 
-    evaluation = EvalResult.read(ctx.layout.evaluation / "metrics.json")
+    with span("prefect.artifacts"):
+        _publish(ctx, registration, report, EvalResult.read(ctx.layout.evaluation / "metrics.json"))
+
+
+def _publish(ctx: ConceptContext, registration, report: dvc_repo.ReproReport, evaluation) -> None:
     key = ctx.cfg.concept.name.lower()
     create_markdown_artifact(
         key=f"{key}-report",
