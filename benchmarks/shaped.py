@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from components.plan_shapes import FLUX_DEV_TRANSFORMER, SD15_UNET, SDXL_UNET
+
 
 def _clip_text(tokenizer, hidden: int, layers: int, heads: int, act: str, projection: int | None = None):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -54,15 +56,7 @@ def sd15_shaped(seed: int = 0, device: str = "cpu"):
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer()
     with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        )
+        unet = UNet2DConditionModel(**SD15_UNET)
         vae = _sd_vae(0.18215)
         text_encoder = _clip_text(tokenizer, 768, 12, 12, "quick_gelu")
     scheduler = DDPMScheduler(
@@ -90,20 +84,7 @@ def sdxl_shaped(seed: int = 0, device: str = "cpu"):
     tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer()
     tokenizer_2.pad_token = "!"
     with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=128,
-            block_out_channels=(320, 640, 1280),
-            layers_per_block=2,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10),
-            attention_head_dim=(5, 10, 20),
-            cross_attention_dim=2048,
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816,
-        )
+        unet = UNet2DConditionModel(**SDXL_UNET)
         vae = _sd_vae(0.13025)
         text_encoder = _clip_text(tokenizer, 768, 12, 12, "quick_gelu")
         text_encoder_2 = _clip_text(tokenizer_2, 1280, 32, 20, "gelu", projection=1280)
@@ -136,18 +117,7 @@ def flux_dev_shaped(seed: int = 0, device: str = "cpu"):
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
     with torch.device(device):
-        transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=64,
-            num_layers=19,
-            num_single_layers=38,
-            attention_head_dim=128,
-            num_attention_heads=24,
-            joint_attention_dim=4096,
-            pooled_projection_dim=768,
-            guidance_embeds=True,
-            axes_dims_rope=(16, 56, 56),
-        )
+        transformer = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
         vae = AutoencoderKL(
             block_out_channels=(128, 256, 512, 512),
             layers_per_block=2,

@@ -14,6 +14,43 @@ import torch
 
 from components.families import Family, family_for, family_named
 
+# The published models' denoiser configs, shared with benchmarks/shaped.py (which draws real weights).
+SD15_UNET = dict(
+    sample_size=64,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SDXL_UNET = dict(
+    sample_size=128,
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+FLUX_DEV_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+
 
 @dataclass
 class MetaModel:
@@ -111,33 +148,14 @@ def _vae(latent_channels: int = 4, **extra):
 def _sd15():
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    )
+    unet = UNet2DConditionModel(**SD15_UNET)
     return unet, {"text_encoder": _clip(768, 12, 12, "quick_gelu")}, _vae()
 
 
 def _sdxl():
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        block_out_channels=(320, 640, 1280),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(5, 10, 20),
-        cross_attention_dim=2048,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-    )
+    unet = UNet2DConditionModel(**SDXL_UNET)
     encoders = {"text_encoder": _clip(768, 12, 12, "quick_gelu"), "text_encoder_2": _clip(1280, 32, 20, "gelu", 1280)}
     return unet, encoders, _vae()
 
@@ -169,18 +187,7 @@ def _sd3():
 def _flux_dev():
     from diffusers import FluxTransformer2DModel
 
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=19,
-        num_single_layers=38,
-        attention_head_dim=128,
-        num_attention_heads=24,
-        joint_attention_dim=4096,
-        pooled_projection_dim=768,
-        guidance_embeds=True,
-        axes_dims_rope=(16, 56, 56),
-    )
+    transformer = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
     encoders = {"text_encoder": _clip(768, 12, 12, "quick_gelu"), "text_encoder_2": _t5_xxl()}
     return transformer, encoders, _vae(16, use_quant_conv=False, use_post_quant_conv=False)
 
