@@ -210,24 +210,27 @@ def _reference(
         f"--checkpointing_steps={10**6}",
         "--report_to=tensorboard",  # its default; skipped by accelerate when tensorboard is not installed
     ] + (["--gradient_checkpointing"] if ckpt else [])
+    proc, seconds, s_per_step = run_reference(path, args)
+    peak = next((int(ln.split()[1]) for ln in proc.stdout.splitlines() if ln.startswith("PEAK_BYTES")), -1)
+    return {"s_per_step": s_per_step, "peak_gib": peak / 2**30 if peak >= 0 else None, "seconds": seconds}
+
+
+def run_reference(script: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Runs diffusers' training script in this interpreter: its process, wall seconds, and s/step (tqdm's
+    smoothed rate at the last step)."""
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"} | {"HF_HUB_OFFLINE": "1"}
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", _REFERENCE_WRAPPER, str(path), *args], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _REFERENCE_WRAPPER, str(script), *args], capture_output=True, text=True, env=env
     )
     seconds = time.time() - started
     if proc.returncode != 0:
-        raise SystemExit(f"reference {script} failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"reference {script.name} failed:\n{proc.stderr[-4000:]}")
     found = _TQDM.findall(proc.stderr)
     if not found:
-        raise SystemExit(f"reference {script}: no tqdm progress line in its output:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"reference {script.name}: no tqdm progress line in its output:\n{proc.stderr[-2000:]}")
     rate, unit = float(found[-1][3]), found[-1][4]
-    peak = next((int(ln.split()[1]) for ln in proc.stdout.splitlines() if ln.startswith("PEAK_BYTES")), -1)
-    return {
-        "s_per_step": 1 / rate if unit == "it/s" else rate,  # tqdm's smoothed rate at the last step
-        "peak_gib": peak / 2**30 if peak >= 0 else None,
-        "seconds": seconds,
-    }
+    return proc, seconds, 1 / rate if unit == "it/s" else rate
 
 
 def _priors(folder: Path, resolution: int, work: Path, images: int, batch: int, steps: int):

@@ -29,7 +29,7 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.gpu import _REFERENCE_WRAPPER, _TQDM
+from benchmarks.gpu import run_reference
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESULTS = Path(__file__).parent / "results"
@@ -95,21 +95,10 @@ def _reference(script: Path, prep, size: int, steps: int, prior_images: int) -> 
         f"--checkpointing_steps={10**6}",
         "--report_to=tensorboard",  # its default; skipped by accelerate when tensorboard is not installed
     ]
-    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"} | {"HF_HUB_OFFLINE": "1"}
-    started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFERENCE_WRAPPER, str(script), *args], capture_output=True, text=True, env=env
-    )
-    wall = time.time() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"reference failed:\n{proc.stderr[-4000:]}")
-    found = _TQDM.findall(proc.stderr)
-    if not found:
-        raise SystemExit(f"reference: no tqdm progress line in its output:\n{proc.stderr[-2000:]}")
-    rate, unit = float(found[-1][3]), found[-1][4]
+    proc, wall, s_per_step = run_reference(script, args)
     losses = [float(x) for x in re.findall(r"loss=([\d.]+)", proc.stderr)]
     return {
-        "s_per_step": 1 / rate if unit == "it/s" else rate,  # tqdm's smoothed rate at the last step
+        "s_per_step": s_per_step,
         "process_s": wall,
         "final_loss": losses[-1] if losses else None,
         "adapter": str(out),
