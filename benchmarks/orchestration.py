@@ -25,6 +25,8 @@ from pathlib import Path
 
 import typer
 
+from components.samples import FAST_FLOW_PARAMS
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "orchestration.json"
@@ -42,26 +44,10 @@ FLOW_PARTS = (
 )
 
 
-# --fast: the e2e demo test's settings (tests/conftest.py FAST_FLOW_PARAMS: the tiny-sd plumbing sample,
-# 8 training steps, a short evaluation, the gate's learning check off), so the stage work is small and
-# the orchestration is most of the run; it still runs every stage, the push, registration and the gate.
-FAST = {
-    "concepts": ["toy-robot"],
-    "promotion": {"min_clip_i_gain": -1.0},
-    "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
-    "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
-    "evaluate": {
-        "seeds": [0, 1],
-        "steps": 4,
-        "prompts": ["a photo of {instance}", "{instance} on the beach"],
-        "class_prompts": ["a photo of a {class_noun}"],
-    },
-}
-
-
 def _copy_project(dest: Path, rev: str | None, fast: bool) -> Path:
     """The project at git revision ``rev`` (default: this working tree's files, tracked and untracked,
-    not ignored) as a fresh one-commit git repo; with ``fast``, its params.yaml takes FAST."""
+    not ignored) as a fresh one-commit git repo; with ``fast``, its params.yaml takes FAST_FLOW_PARAMS (the
+    e2e demo test's settings: the stage work small, the orchestration most of the run)."""
     dest.mkdir(parents=True)
     if rev:
         archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
@@ -84,7 +70,7 @@ def _copy_project(dest: Path, rev: str | None, fast: bool) -> Path:
 
         from components.config import deep_merge
 
-        params = deep_merge(yaml.safe_load((dest / "params.yaml").read_text()), FAST)
+        params = deep_merge(yaml.safe_load((dest / "params.yaml").read_text()), FAST_FLOW_PARAMS)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (
         ["git", "init", "-q", "-b", "main"],
@@ -217,7 +203,7 @@ def main(
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_PROFILE"):
         env.pop(var, None)
     try:
-        concept = FAST["concepts"][0] if fast else None
+        concept = FAST_FLOW_PARAMS["concepts"][0] if fast else None
         runs = {
             "first": _run_demo(repo, env, tmp / "t1.jsonl", concept),
             "no-op": _run_demo(repo, env, tmp / "t2.jsonl", concept),
@@ -232,7 +218,7 @@ def main(
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[label] = {
         "code": rev or "working tree",
-        "settings": "fast (tests/conftest.py FAST_FLOW_PARAMS)" if fast else "params.yaml (the demo)",
+        "settings": "fast (components/samples.py FAST_FLOW_PARAMS)" if fast else "params.yaml (the demo)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {load:.1f} at the end)",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": runs,

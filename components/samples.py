@@ -79,3 +79,21 @@ def write_sample_concept(folder: Path) -> Path:
     write_sample_photos(folder / "photos")
     (folder / "concept.yaml").write_text(CONCEPT_YAML)
     return folder / "concept.yaml"
+
+
+# The plumbing sample (toy-robot on tiny-sd) with every stage cut to seconds: the flow and e2e tests'
+# settings and benchmarks/orchestration.py --fast, where orchestration, not stage work, is the run.
+FAST_FLOW_PARAMS = {
+    "concepts": ["toy-robot"],
+    # The plumbing sample's base has random weights: nothing can be learned, so the gate's learning
+    # check is off here; tests/quality holds the gate to it on the toy world.
+    "promotion": {"min_clip_i_gain": -1.0},
+    "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
+    "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
+    "evaluate": {
+        "seeds": [0, 1],
+        "steps": 4,
+        "prompts": ["a photo of {instance}", "{instance} on the beach"],
+        "class_prompts": ["a photo of a {class_noun}"],
+    },
+}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from components.samples import FAST_FLOW_PARAMS  # noqa: F401  (the flow tests import it from here)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -150,19 +152,3 @@ def make_project_repo(dest: Path, params_overrides: dict, track_photos_with_dvc:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "project"], dest)
     return dest
-
-
-FAST_FLOW_PARAMS = {
-    "concepts": ["toy-robot"],
-    # The plumbing sample's base has random weights: nothing can be learned, so the gate's learning
-    # check is off here; tests/quality holds the gate to it on the toy world.
-    "promotion": {"min_clip_i_gain": -1.0},
-    "prior": {"num_images": 4, "steps": 4, "batch_size": 4},
-    "train": {"max_steps": 8, "batch_size": 1, "checkpoint_every": 4},
-    "evaluate": {
-        "seeds": [0, 1],
-        "steps": 4,
-        "prompts": ["a photo of {instance}", "{instance} on the beach"],
-        "class_prompts": ["a photo of a {class_noun}"],
-    },
-}
