@@ -1,7 +1,7 @@
-"""One toy-world concept prepared once per session, and its training variants, each trained and
-evaluated on first use. QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml) breaks the
+"""For each toy base (components/toyworld/bases.py), its concept prepared once per session, and its
+training variants, each trained and evaluated on first use. QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml) breaks the
 training on purpose, to see these tests fail: '{"train": {"learning_rate": 0}}'. QUALITY_METRICS_JSON
-names a file to write every variant's metrics to."""
+names a file to write every variant's metrics to, by base."""
 
 from __future__ import annotations
 
@@ -12,15 +12,26 @@ import pytest
 import safetensors.torch
 import torch
 
+from components.toyworld.bases import TOY_BASES, ToyBase
 from components.toyworld.experiment import Outcome, Prepared, evaluate_variant, prepare, train_variant
+from tests.quality.thresholds import THRESHOLDS, Thresholds
 
-CONCEPT = "toy-purple-triangle"  # the demo's concept
+
+@pytest.fixture(scope="session", params=list(TOY_BASES))
+def toy_base(request) -> ToyBase:
+    """One session-scoped instance per base; pytest runs each base's tests together, then frees it."""
+    return TOY_BASES[request.param]
 
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> Prepared:
+def limits(toy_base) -> Thresholds:
+    return THRESHOLDS[toy_base.model]
+
+
+@pytest.fixture(scope="session")
+def prepared(toy_base, tmp_path_factory) -> Prepared:
     overrides = json.loads(os.environ.get("QUALITY_PARAMS_OVERRIDES", "{}"))
-    return prepare(CONCEPT, tmp_path_factory.mktemp("quality"), overrides)
+    return prepare(toy_base.concept, tmp_path_factory.mktemp(toy_base.model), overrides)
 
 
 VARIANTS: dict[str, dict] = {
@@ -34,8 +45,8 @@ VARIANTS: dict[str, dict] = {
 
 
 @pytest.fixture(scope="session")
-def variant(prepared):
-    """variant(name) -> Outcome, trained and evaluated once per session."""
+def variant(toy_base, prepared):
+    """variant(name) -> Outcome, trained and evaluated once per session and base."""
     done: dict[str, Outcome] = {}
 
     def get(name: str) -> Outcome:
@@ -43,13 +54,21 @@ def variant(prepared):
             if name == "noise":
                 done[name] = evaluate_variant(prepared, noise_adapter(get("default").adapter_dir))
             else:
-                done[name] = evaluate_variant(prepared, train_variant(prepared, name, VARIANTS[name]))
+                overrides = VARIANTS[name] | toy_base.variants.get(name, {})
+                done[name] = evaluate_variant(prepared, train_variant(prepared, name, overrides))
         return done[name]
 
     yield get
     if os.environ.get("QUALITY_METRICS_JSON"):
-        with open(os.environ["QUALITY_METRICS_JSON"], "w") as f:
-            json.dump({name: outcome.metrics for name, outcome in done.items()}, f, indent=2)
+        _record_metrics(os.environ["QUALITY_METRICS_JSON"], toy_base.model, done)
+
+
+def _record_metrics(path: str, base: str, done: dict[str, Outcome]) -> None:
+    """Adds this base's variants to the file, keeping the other bases' entries."""
+    recorded = json.loads(open(path).read()) if os.path.exists(path) else {}
+    recorded[base] = {name: outcome.metrics for name, outcome in done.items()}
+    with open(path, "w") as f:
+        json.dump(recorded, f, indent=2)
 
 
 def noise_adapter(trained_dir):
