@@ -1,8 +1,9 @@
-"""Concept learning on the toy world, for every shipped concept task: base model vs adapter trained
-with and without prior preservation, same prompts and seeds, scored by the domain CLIP. Prints a
-table and writes benchmarks/results/toyworld_quality.json.
+"""Concept learning on the toy world, for every shipped concept task on toyworld-sd and the concept of
+every other toy base (components/toyworld/bases.py): base model vs adapter trained with and without
+prior preservation, same prompts and seeds, scored by the concept's evaluation CLIP. Prints a table and
+writes benchmarks/results/toyworld_quality.json.
 
-    uv run python -m benchmarks.toyworld_quality                  # all concept tasks (~5 min on 2 cores)
+    uv run python -m benchmarks.toyworld_quality                  # all of them (~10 min on 2 cores)
     uv run python -m benchmarks.toyworld_quality toy-orange-star
 """
 
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from components.toyworld.bases import TOY_BASES
 from components.toyworld.experiment import evaluate_variant, prepare, train_variant
 from components.toyworld.tasks import CONCEPT_TASKS
 
@@ -47,10 +49,10 @@ def main(concepts: Annotated[list[str] | None, typer.Argument()] = None):
     console = Console(width=200)  # a wide table, also when the output is a file
     results = {}
     table = Table(title="toy world: base vs adapter (same prompts and seeds, domain CLIP)")
-    for col in ("concept", "model", *COLUMNS, "train s"):
+    for col in ("concept", "base", "model", *COLUMNS, "train s"):
         table.add_column(col)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in concepts or [t.name for t in CONCEPT_TASKS]:
+        for name in concepts or _all_concepts():
             prep = prepare(name, Path(tmp) / name)
             rows = {}
             for variant, overrides in (("with prior", {}), ("without prior", {"with_prior_preservation": False})):
@@ -60,12 +62,18 @@ def main(concepts: Annotated[list[str] | None, typer.Argument()] = None):
                 if not rows:
                     rows["base"] = _row(outcome.metrics, "base_") | {"seconds": 0.0}
                 rows[variant] = _row(outcome.metrics, "adapter_") | {"seconds": seconds}
-            results[name] = rows
+            base = prep.cfg.concept.base_model
+            results[name] = {"base_model": base, "rows": rows}
             for label, row in rows.items():
-                table.add_row(name, label, *(f"{row[c]:.3f}" for c in COLUMNS), f"{row['seconds']:.0f}")
+                table.add_row(name, base, label, *(f"{row[c]:.3f}" for c in COLUMNS), f"{row['seconds']:.0f}")
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "toyworld_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _all_concepts() -> list[str]:
+    names = [t.name for t in CONCEPT_TASKS]
+    return names + [b.concept for b in TOY_BASES.values() if b.concept not in names]
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class Thresholds:
 THRESHOLDS: dict[str, Thresholds] = {
     # Measured at evaluate's 8 seeds (1 / 2 threads): CLIP-I gain 0.23 (40 steps 0.08, rank 1 0.07,
     # noise -0.01); drift 0.28 with the prior loss, 0.42 without; class CLIP-I gain 0.11 vs 0.16;
-    # over-trained CLIP-T 0.49 / 0.45 vs 0.60, drift 0.48 / 0.62 vs 0.18-0.28.
+    # over-trained CLIP-T 0.49 / 0.45 vs 0.60, drift 0.48 / 0.62 vs 0.18-0.28; on another CPU at 1 thread
+    # (2026-12-02) CLIP-T 0.53 vs 0.60 and drift 0.49 vs 0.28 (1.76x: a 2x threshold failed there).
     "toyworld-sd": Thresholds(
         learning_margin=0.10,
         instance_colour=0.75,
@@ -41,7 +42,7 @@ THRESHOLDS: dict[str, Thresholds] = {
         diversity_ratio=0.7,
         steps_gain=0.05,
         overtrained_clip_t_drop=0.05,
-        overtrained_drift_ratio=2.0,
+        overtrained_drift_ratio=1.5,
         rank_gain=0.05,
     ),
 }
