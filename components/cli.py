@@ -488,10 +488,21 @@ def toyworld_build(
     out: Annotated[Path, typer.Option(help="where toyworld-sd/ and toyworld-clip/ are written")] = Path("models"),
     seed: int = 0,
     preset: Annotated[str, typer.Option(help="full (about an hour on 2 cores) or smoke (seconds)")] = "full",
+    base: Annotated[str, typer.Option(help="sd, or taiyi (Chinese; needs toyworld-sd's VAE in --out)")] = "sd",
 ):
     """Train the toy world's VAE, domain CLIP and Stable Diffusion from a seed; measure them."""
     from components.toyworld.build import PRESETS, build_world
 
+    if base == "taiyi":
+        from components.toyworld.build_taiyi import TAIYI_PRESETS, build_taiyi_world
+
+        if preset not in TAIYI_PRESETS:
+            raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(TAIYI_PRESETS)}")
+        report = build_taiyi_world(out, TAIYI_PRESETS[preset].model_copy(update={"seed": seed}), log=console.print)
+        console.print_json(data={k: report[k] for k in ("seconds", "weights_bytes", "metrics")})
+        return
+    if base != "sd":
+        raise typer.BadParameter(f"--base {base!r}: choose sd or taiyi")
     if preset not in PRESETS:
         raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     report = build_world(out, PRESETS[preset].model_copy(update={"seed": seed}), log=console.print)

@@ -14,11 +14,12 @@ from typing import Literal
 from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
-from components.base_model import load_pipeline, model_identity
+from components.base_model import load_pipeline, model_identity, resolve_model
 from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
 from components.config import Concept, EvalParams
 from components.generation import generate
 from components.io import ADAPTER_FILE, StageResult, new_staging_dir, publish, sha256_file
+from components.languages import check_prompt_languages, clip_languages
 from components.report_html import PAIRED, render_html_report
 
 FORMULAS = {
@@ -82,6 +83,9 @@ def evaluate(
     ]
     scored_texts = [scored_prompt(p, concept) for p in params.prompts]
     class_prompts = [p.format(class_noun=concept.class_noun) for p in params.class_prompts]
+    # Before any image is made: a CLIP that cannot read the prompts' language refuses here.
+    languages = clip_languages(resolve_model(params.clip_model))
+    check_prompt_languages(params.clip_model, languages, scored_texts + class_prompts, concept.name)
     c_prompts, c_seeds, c_groups = _pairs(concept_prompts, params.seeds)
     k_prompts, k_seeds, k_groups = _pairs(class_prompts, params.seeds)
     prompts, seeds = c_prompts + k_prompts, c_seeds + k_seeds

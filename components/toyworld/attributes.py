@@ -7,6 +7,7 @@ images follow their prompts (a prompt's attributes read back from the image it p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -23,10 +24,20 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 
 
+def caption_for(scorer) -> Callable[[ObjectSpec], str]:
+    """The domain's captions in a language the scorer's text tower reads: English, else Chinese."""
+    if "en" in scorer.languages or not scorer.languages:
+        return ObjectSpec.caption
+    from components.toyworld.chinese import chinese_caption
+
+    return chinese_caption
+
+
 def predict_attribute(scorer, image_emb: torch.Tensor, specs: list[ObjectSpec], attribute: str) -> list[str]:
     """The value of ``attribute`` CLIP reads from each image, the other attributes held at ``specs``."""
     values = ATTRIBUTES[attribute]
-    texts = [replace(spec, **{attribute: value}).caption() for spec in specs for value in values]
+    caption = caption_for(scorer)
+    texts = [caption(replace(spec, **{attribute: value})) for spec in specs for value in values]
     text_emb = scorer.texts(texts).view(len(specs), len(values), -1)
     best = torch.einsum("nd,nvd->nv", image_emb, text_emb).argmax(-1)
     return [values[i] for i in best.tolist()]

@@ -19,7 +19,7 @@ from components.tiny_models import save_sd_pipeline
 from components.toyworld import train_clip as clip_training
 from components.toyworld.attributes import attribute_accuracy, chance_levels
 from components.toyworld.data import RESOLUTION, WorldData, to_images, world_data
-from components.toyworld.domain import random_spec
+from components.toyworld.domain import ObjectSpec, random_spec
 from components.toyworld.model_card import write_model_card
 from components.toyworld.tasks import HELD_OUT
 from components.toyworld.tokenizer import MAX_LENGTH, domain_tokenizer
@@ -136,10 +136,10 @@ def save_clip(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig) -> dict:
+def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig, caption=ObjectSpec.caption) -> dict:
     """Through the saved folders, as every user loads them (``pipe`` is the saved SD, loaded): VAE
     fidelity, CLIP zero-shot accuracy per attribute on unseen renders, and how often the base model's
-    images show what the prompt asked."""
+    images show what the prompt asked (prompts written by ``caption``, in the base model's language)."""
     from components.clip_scores import ClipScorer
     from components.config import GenerationParams
     from components.generation import generate
@@ -151,7 +151,7 @@ def measure_world(pipe, clip_dir: Path, vae, config: BuildConfig) -> dict:
     rng = random.Random(config.seed + 7)
     specs = [random_spec(rng, HELD_OUT) for _ in range(config.eval_prompts)]
     params = GenerationParams(scheduler="ddim", steps=25, guidance_scale=config.eval_guidance, batch_size=16)
-    images = generate(pipe, [s.caption() for s in specs], list(range(len(specs))), params, RESOLUTION)
+    images = generate(pipe, [caption(s) for s in specs], list(range(len(specs))), params, RESOLUTION)
     prompt_following = attribute_accuracy(scorer, scorer.images(images), specs)
     return {
         "vae_psnr_db": round(reconstruction_psnr(vae, test), 2),
@@ -186,17 +186,17 @@ SAMPLE_PROMPTS = (
 )
 
 
-def write_samples(pipe, path: Path, guidance: float, seeds: int = 4) -> None:
-    """A grid for the model card: one column per prompt above, one row per seed."""
+def write_samples(pipe, path: Path, guidance: float, seeds: int = 4, sample_prompts=SAMPLE_PROMPTS) -> None:
+    """A grid for the model card: one column per prompt (SAMPLE_PROMPTS above), one row per seed."""
     from PIL import Image
 
     from components.config import GenerationParams
     from components.generation import generate
 
     params = GenerationParams(scheduler="ddim", steps=25, guidance_scale=guidance, batch_size=10)
-    prompts = [p for _ in range(seeds) for p in SAMPLE_PROMPTS]
+    prompts = [p for _ in range(seeds) for p in sample_prompts]
     images = generate(pipe, prompts, list(range(len(prompts))), params, RESOLUTION)
-    cell, cols = 64, len(SAMPLE_PROMPTS)
+    cell, cols = 64, len(sample_prompts)
     grid = Image.new("RGB", (cols * cell, seeds * cell))
     for i, img in enumerate(images):
         grid.paste(img.resize((cell, cell), Image.Resampling.NEAREST), ((i % cols) * cell, (i // cols) * cell))

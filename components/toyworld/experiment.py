@@ -13,7 +13,7 @@ from PIL import Image
 from components.config import ResolvedConfig, deep_merge, load_config
 from components.layout import ConceptLayout
 from components.toyworld.attributes import predict_attribute
-from components.toyworld.domain import ObjectSpec
+from components.toyworld.domain import COLOURS, ObjectSpec
 from components.toyworld.tasks import CONCEPT_TASKS, ConceptTask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +85,8 @@ def evaluate_variant(prep: Prepared, adapter_dir: Path) -> Outcome:
 
 def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
     """For each evaluation prompt, the share of images in which the domain CLIP reads the concept's
-    colour and pattern, and the background the prompt asked for (base and adapter)."""
+    colour and pattern, and the background the prompt asked for (base and adapter); in the language
+    the scorer reads (attributes.caption_for)."""
     params = prep.cfg.params.evaluate
     seeds = params.seeds
     out: dict[str, float] = {}
@@ -93,7 +94,7 @@ def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
         files = sorted((eval_dir / "samples").glob(f"{label}-*.png"))
         for p, template in enumerate(params.prompts):
             images = [Image.open(files[p * len(seeds) + s]) for s in range(len(seeds))]
-            asked = _asked_background(template)
+            asked = asked_background(template)
             background = asked or "black"  # any value: the background is held fixed, not read, below
             specs = [
                 ObjectSpec(prep.task.shape, prep.task.colour, prep.task.pattern, "large", "center", background)
@@ -108,6 +109,12 @@ def concept_readout(prep: Prepared, eval_dir: Path, scorer) -> dict[str, float]:
     return out
 
 
-def _asked_background(template: str) -> str | None:
-    words = template.split()
-    return words[words.index("background") - 1] if "background" in words else None
+def asked_background(template: str) -> str | None:
+    """The background colour a prompt asks for: the phrase the captions use for it (either language's
+    dictionary: "on a green background", "绿色背景") found in the prompt, else None."""
+    from components.toyworld.chinese import background_phrase
+
+    for colour in COLOURS:
+        if f"on a {colour} background" in template or background_phrase(colour) in template:
+            return colour
+    return None

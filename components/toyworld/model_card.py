@@ -19,7 +19,7 @@ def model_card(report: dict) -> str:
     settings = m["prompt_following_settings"]
     return f"""# Toy-world models
 
-Two models trained from scratch on the toy world (`components/toyworld/`: procedurally rendered
+Models trained from scratch on the toy world (`components/toyworld/`: procedurally rendered
 objects that vary in shape, colour, pattern, size, position and background, each with a caption that
 says so), so that DreamBooth + LoRA can be measured on a CPU without downloading anything.
 
@@ -67,11 +67,67 @@ VAE reconstruction on unseen renders: {m["vae_psnr_db"]:.1f} dB PSNR.
 {settings["guidance_scale"]}). The prompts, left to right, are `SAMPLE_PROMPTS` in
 `components/toyworld/build.py`; the ninth is a held-out combination (an orange dotted star).
 
-## Limits
+{taiyi_section(report["bases"]["taiyi"]) if "taiyi" in report.get("bases", {}) else ""}## Limits
 
 32 px, eight colours, six shapes, four patterns: a world small enough to train in under an hour
 on two cores. Numbers measured here say whether conceptlab teaches a concept, keeps prompts
 working and preserves the class; they are not comparable with numbers on real photographs.
+"""
+
+
+def taiyi_section(section: dict) -> str:
+    """The Taiyi-layout base and the Chinese CLIP (`conceptlab toyworld build --base taiyi`)."""
+    m = section["metrics"]
+    words = {
+        "colour": "颜色",
+        "shape": "形状",
+        "pattern": "图案",
+        "size": "大小",
+        "position": "位置",
+        "background": "背景",
+    }
+    # Five columns (the Chinese word too), so the toyworld-sd table above stays the only 4-number one.
+    rows = "\n".join(
+        f"| {name} | {words[name]} | {m['clip_zero_shot_accuracy'][name]:.3f} | "
+        f"{m['prompt_following_accuracy'][name]:.3f} | {chance:.3f} |"
+        for name, chance in m["chance"].items()
+    )
+    seconds = section["seconds"]
+    sizes = ", ".join(f"`{k}` {v / 1e6:.2f} MB" for k, v in section["weights_bytes"].items())
+    settings = m["prompt_following_settings"]
+    machine = section["machine"]
+    return f"""## The Chinese toy world: `toyworld-taiyi` and `toyworld-clip-zh`
+
+The same images captioned in Chinese from the same attributes, with a fixed dictionary
+(`components/toyworld/chinese.py`): "一个大的紫色格子三角形,在左边,绿色背景".
+
+- `toyworld-taiyi/`: the layout of Taiyi-Stable-Diffusion-Chinese: a StableDiffusionPipeline whose
+  text encoder is a `BertModel` with a `BertTokenizer` over Chinese characters (one token per
+  character; the domain's characters added to the tiny Chinese vocabulary, so none is `[UNK]`), the
+  same U-Net layout as `toyworld-sd`, and `toyworld-sd`'s VAE. Trained from scratch on the Chinese
+  captions with `toyworld-sd`'s trainer (`train_sd`, a BERT text-encoder factory). Name it
+  `toyworld-taiyi` as a concept's `base_model` (`concepts/toy-zh-triangle`).
+- `toyworld-clip-zh/`: transformers' `ChineseCLIPModel` (the architecture of OFA-Sys Chinese-CLIP:
+  ViT + BERT text tower) at toy size, saved with `save_pretrained` with its `ChineseCLIPProcessor`:
+  the folder layout real Chinese-CLIP checkpoints have, and the code that loads it (`ClipScorer`)
+  loads them. Trained with the domain CLIP's contrastive objective on the Chinese captions.
+  `conceptlab.json` says it reads Chinese; `evaluate` refuses Chinese prompts with a CLIP that does not.
+
+Weights (safetensors, float32): {sizes}. Built by `{section["command"]}` on {machine["cpu_threads"]} CPU
+thread(s) in **{seconds["total"] / 60:.1f} minutes** (CLIP {seconds["clip"]:.0f} s, Stable Diffusion
+{seconds["sd"]:.0f} s; settings in `toyworld-build.json`, `bases.taiyi`), then {seconds["measure"]:.0f} s of
+measurement, the same as above with Chinese captions and prompts:
+
+| attribute | 中文 | Chinese CLIP zero-shot accuracy (unseen renders) | Taiyi base follows the Chinese prompt (read by the Chinese CLIP) | chance |
+|---|---|---|---|---|
+{rows}
+
+{settings["prompts"]} random Chinese prompts ({settings["scheduler"]}, {settings["steps"]} steps, guidance
+{settings["guidance_scale"]}). `toyworld-taiyi-samples.png`: `SAMPLE_PROMPTS_ZH` in
+`components/toyworld/build_taiyi.py` (the prompts above in Chinese), one row per seed.
+
+![samples](toyworld-taiyi-samples.png)
+
 """
 
 

@@ -66,14 +66,19 @@ def train_sd(
     lr,
     seed,
     log=print,
+    text_encoder_factory=new_text_encoder,
+    max_length: int = MAX_LENGTH,
 ):
     """Returns (text_encoder, unet) with EMA weights; latents are the VAE's, already scaled; captions are
-    the token ids of the full and the partial captions (WorldData.training_captions)."""
+    the token ids of the full and the partial captions (WorldData.training_captions).
+    ``text_encoder_factory(tokenizer)`` makes the untrained text encoder: CLIP's here, BERT's for the
+    Taiyi layout (build_taiyi.py); its first output must be the hidden states the U-Net attends to."""
     torch.manual_seed(seed)
-    text_encoder, unet = new_text_encoder(tokenizer).train(), new_unet(latent_mean.shape[-1]).train()
+    text_encoder = text_encoder_factory(tokenizer).train()
+    unet = new_unet(latent_mean.shape[-1]).train()
     scheduler = sd_scheduler("epsilon")
     full, partial = captions
-    empty = tokenizer([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=max_length, return_tensors="pt").input_ids
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
     weights = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
