@@ -64,5 +64,6 @@ def check_prompt_languages(
         f"evaluate.clip_model {clip_model} reads {reads}; the prompts of concept {concept} are {wanted} "
         f"(e.g. {next(p for p in prompts if prompt_language(p) == missing[0])!r}): its CLIP-T would be "
         f"meaningless. Set evaluate.clip_model to a {wanted}-reading CLIP{example}, in the concept's "
-        f"overrides"
+        f"overrides (a CLIP folder that does read {wanted} says so in its conceptlab.json: "
+        f'{{"languages": {json.dumps(sorted({*languages, *missing}))}}})'
     )
