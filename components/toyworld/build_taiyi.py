@@ -1,7 +1,8 @@
 """`conceptlab toyworld build --base taiyi`: the toy world's Taiyi-layout base (an SD1.x U-Net conditioned
 by a BERT encoder with a Chinese character vocabulary, as Taiyi-Stable-Diffusion-Chinese) and a
-Chinese-reading CLIP to evaluate it, both trained from scratch on the Chinese captions. The VAE is
-toyworld-sd's (same images, same latents); the trainers are build.py's with another text tower."""
+Chinese-reading CLIP to evaluate it, trained on the Chinese captions. The VAE is toyworld-sd's (same images, same
+latents) and the Chinese CLIP's image tower toyworld-clip's (locked, as Chinese-CLIP trains); the
+trainers are build.py's with another text tower."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import torch
 from components.base_model import load_pipeline
 from components.tiny_models import save_sd_pipeline
 from components.toyworld.build import (
+    CLIP_NAME,
     PRESETS,
     SAMPLE_PROMPTS,
+    SD_NAME,
     BuildConfig,
     _publish,
     measure_world,
@@ -36,7 +39,7 @@ BASE = "taiyi"  # its section in toyworld-build.json (`bases`)
 TAIYI_PRESETS = {
     # About 40 minutes on one CPU thread (measured: build report `seconds`); toyworld-sd's full
     # preset trains twice as many SD steps on two.
-    "full": BuildConfig(clip_steps=1_000, sd_steps=3_000),
+    "full": BuildConfig(clip_steps=1_500, sd_steps=3_000),
     "smoke": PRESETS["smoke"],
 }
 
@@ -73,16 +76,23 @@ def new_bert_encoder(tokenizer):
     )
 
 
-def build_taiyi_world(out_dir: Path, config: BuildConfig, vae_dir: Path | None = None, log=print) -> dict:
+def build_taiyi_world(
+    out_dir: Path, config: BuildConfig, vae_dir: Path | None = None, clip_dir: Path | None = None, log=print
+) -> dict:
     """Writes toyworld-taiyi/ and toyworld-clip-zh/ into ``out_dir`` and the `taiyi` section of its
-    toyworld-build.json; ``vae_dir``: the trained toy VAE (default: ``out_dir``/toyworld-sd/vae)."""
+    toyworld-build.json; ``vae_dir``, ``clip_dir``: toyworld-sd's VAE and the English toyworld-clip
+    (whose image tower the Chinese CLIP keeps), by default in ``out_dir``."""
     from diffusers import AutoencoderKL
 
-    vae_dir = vae_dir or out_dir / "toyworld-sd" / "vae"
-    if not (vae_dir / "config.json").exists():
-        raise FileNotFoundError(
-            f"{vae_dir}: the Taiyi toy base reuses toyworld-sd's VAE; build it first (`conceptlab toyworld build`)"
-        )
+    from components.clip_scores import ClipScorer
+
+    vae_dir = vae_dir or out_dir / SD_NAME / "vae"
+    for needed in (vae_dir / "config.json", (clip_dir or out_dir / CLIP_NAME) / "open_clip_config.json"):
+        if not needed.exists():
+            raise FileNotFoundError(
+                f"{needed}: the Taiyi toy world reuses toyworld-sd's VAE and toyworld-clip's image tower; "
+                "build them first (`conceptlab toyworld build`)"
+            )
     timings: dict[str, float] = {}
     started = time.time()
     data = chinese_world(world_data(config.images, config.seed), config.seed)
@@ -91,9 +101,12 @@ def build_taiyi_world(out_dir: Path, config: BuildConfig, vae_dir: Path | None =
     timings["render"] = time.time() - started
 
     mark = time.time()
-    clip = train_chinese_clip(data, tokenizer, config.clip_steps, config.clip_batch, config.clip_lr, config.seed, log)
+    image_clip = ClipScorer.load(str(clip_dir or out_dir / CLIP_NAME)).model  # its image tower, locked
+    clip = train_chinese_clip(
+        data, tokenizer, image_clip, config.clip_steps, config.clip_batch, config.clip_lr, config.seed, log
+    )
     timings["clip"] = time.time() - mark
-    clip_dir = _publish(out_dir, CLIP_ZH_NAME, lambda tmp: save_chinese_clip(clip, tokenizer, tmp))
+    _publish(out_dir, CLIP_ZH_NAME, lambda tmp: save_chinese_clip(clip, tokenizer, tmp))
 
     mark = time.time()
     mean, std = encode_all(vae, data)
@@ -112,13 +125,20 @@ def build_taiyi_world(out_dir: Path, config: BuildConfig, vae_dir: Path | None =
         max_length=MAX_LENGTH,
     )
     timings["sd"] = time.time() - mark
-    sd_dir = _publish(out_dir, TAIYI_NAME, lambda tmp: save_sd_pipeline(tmp, unet, vae, text_encoder, tokenizer))
+    _publish(out_dir, TAIYI_NAME, lambda tmp: save_sd_pipeline(tmp, unet, vae, text_encoder, tokenizer))
     timings["total"] = time.time() - started
 
+    return measure_and_record(out_dir, config, timings, vae)
+
+
+def measure_and_record(out_dir: Path, config: BuildConfig, timings: dict[str, float], vae) -> dict:
+    """Measures the saved toyworld-taiyi and toyworld-clip-zh in ``out_dir`` (build.measure_world with
+    Chinese prompts), writes the `taiyi` section of toyworld-build.json, the samples and the card."""
+    sd_dir, clip_dir = out_dir / TAIYI_NAME, out_dir / CLIP_ZH_NAME
     mark = time.time()
     pipe = load_pipeline(str(sd_dir))
     metrics = measure_world(pipe, clip_dir, vae, config, caption=chinese_caption)
-    timings["measure"] = time.time() - mark
+    timings = timings | {"measure": time.time() - mark}
     section = {
         "command": f"conceptlab toyworld build --base {BASE} --seed {config.seed}",
         "config": config.model_dump(exclude={"vae_steps", "vae_batch", "vae_lr"}),

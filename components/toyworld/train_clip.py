@@ -42,7 +42,8 @@ def train_clip(data: WorldData, tokenizer, steps: int, batch_size: int, lr: floa
     torch.manual_seed(seed)
     model = open_clip.CLIP(**clip_config(len(tokenizer))).train()
     train_contrastive(
-        model, model.encode_image, model.encode_text, lambda: model.logit_scale,
+        model, lambda index: model.encode_image(normalise((data.batch(index) + 1) / 2)), model.encode_text,
+        lambda: model.logit_scale,
         data, tokenizer, MAX_LENGTH, steps, batch_size, lr, seed, log,
     )  # fmt: skip
     return model.eval()
@@ -53,15 +54,14 @@ def train_contrastive(
     steps: int, batch_size: int, lr: float, seed: int, log=print,
 ) -> None:  # fmt: skip
     """CLIP's symmetric contrastive objective on the world's images and captions (full or partial),
-    for any two towers: ``encode_image(normalised pixels)``, ``encode_text(token ids)`` and the
+    for any two towers: ``encode_image(image indices into data)``, ``encode_text(token ids)`` and the
     ``logit_scale()`` parameter (log of the temperature's inverse, as CLIP keeps it)."""
     full, partial = data.training_captions(tokenizer, max_length)
     gen = torch.Generator().manual_seed(seed)
 
     def step_loss(step: int) -> torch.Tensor:
         index = torch.randint(len(data.pixels), (batch_size,), generator=gen)
-        images = normalise((data.batch(index) + 1) / 2)
-        img = F.normalize(encode_image(images), dim=-1)
+        img = F.normalize(encode_image(index), dim=-1)
         ids = pick_captions(full, partial, index, gen)
         txt = F.normalize(encode_text(ids), dim=-1)
         logits = logit_scale().exp().clamp(max=100) * img @ txt.T

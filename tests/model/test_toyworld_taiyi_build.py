@@ -17,7 +17,9 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("toyworld-taiyi")
     shutil.copy(MODELS / "toyworld-build.json", out / "toyworld-build.json")  # the taiyi section is added to it
-    section = build_taiyi_world(out, TAIYI_PRESETS["smoke"], vae_dir=MODELS / "toyworld-sd" / "vae", log=lambda _: None)
+    section = build_taiyi_world(
+        out, TAIYI_PRESETS["smoke"], MODELS / "toyworld-sd" / "vae", MODELS / "toyworld-clip", log=lambda _: None
+    )
     return out, section
 
 
