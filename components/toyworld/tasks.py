@@ -35,6 +35,8 @@ CONCEPT_TASKS = (
     ConceptTask("toy-orange-star", "orange", "dotted", "star"),
     ConceptTask("toy-purple-triangle", "purple", "checkered", "triangle"),
     ConceptTask("toy-white-diamond", "white", "striped", "diamond"),
+    # The purple checkered triangle again, on toyworld-flux (concepts/toy-flux-triangle).
+    ConceptTask("toy-flux-triangle", "purple", "checkered", "triangle"),
 )
 HELD_OUT = frozenset(task.combo for task in CONCEPT_TASKS)
 
