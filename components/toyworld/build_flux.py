@@ -26,7 +26,7 @@ FLUX_NAME = "toyworld-flux"
 class FluxBuildConfig(BaseModel, extra="forbid"):
     seed: int = 0
     images: int = 30_000
-    steps: int = 3_500
+    steps: int = 2_000
     batch: int = 32
     lr: float = 1e-3
     double_layers: int = 2
@@ -37,7 +37,7 @@ class FluxBuildConfig(BaseModel, extra="forbid"):
 
 
 FLUX_PRESETS = {
-    # About 45 minutes at 1 CPU thread shared with other work (0.6-0.9 s a step at batch 32).
+    # About 40 minutes on a CPU core shared with other work (0.6-1.1 s a step at batch 32).
     "full": FluxBuildConfig(),
     # Seconds: proves the builder and the saved format, not the quality.
     "smoke": FluxBuildConfig(
