@@ -67,14 +67,19 @@ def test_gate_accepts_the_trained_adapter(variant, prepared):
         ("overtrained", {"clip_t", "prior_drift"}),  # copies the photos, ignores the prompt
     ],
 )
-def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, name, reasons):
+def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, limits, name, reasons):
+    if name == "overtrained" and limits.overtrained_clip_t_drop is None:
+        pytest.skip("over-training does not copy the photos on this base (tests/quality/thresholds.py)")
     failed = _gate(variant(name), prepared)
     assert failed and set(failed) <= reasons | {"clip_i"} and reasons & set(failed), (failed, variant(name).metrics)
 
 
 def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant, limits):
-    short, default, over = variant("short").metrics, variant("default").metrics, variant("overtrained").metrics
+    short, default = variant("short").metrics, variant("default").metrics
     assert default["clip_i_gain"] >= short["clip_i_gain"] + limits.steps_gain, (short, default)
+    if limits.overtrained_clip_t_drop is None:  # None: not established on this base (thresholds.py)
+        return
+    over = variant("overtrained").metrics
     # Over-trained (many steps at a high learning rate, no prior): still the instance, but the prompt no
     # longer steers it and the class drifts. Each claim is a mean over all images, not a count of 4: at
     # this learning rate float summation order (CPU, thread count) sends runs apart (README, "Toy world").

@@ -22,8 +22,8 @@ class Thresholds:
     class_gain_delta: float | None  # "a photo of a <class>" moves toward the instance without the prior loss
     diversity_ratio: float  # class diversity kept with the prior loss, relative to the base model
     steps_gain: float  # 200 steps gain this much more CLIP-I than 40
-    overtrained_clip_t_drop: float  # over-trained: CLIP-T below the default adapter's by this
-    overtrained_drift_ratio: float  # over-trained: drift over the default adapter's, at least
+    overtrained_clip_t_drop: float | None  # over-trained: CLIP-T below the default adapter's by this
+    overtrained_drift_ratio: float | None  # over-trained: drift over the default adapter's, at least
     rank_gain: float | None  # rank 8 gains this much more CLIP-I than rank 1 at the same steps
 
 
@@ -54,7 +54,10 @@ THRESHOLDS: dict[str, Thresholds] = {
     # purpose: shift 0.1 0.068, shift 10 0.107, flipped velocity -0.021); "a photo of a sks triangle" purple
     # 5/8 (base 0/8), on a green background 1/8, on a blue one 5/8; backgrounds 8/8; drift 0.222 with the
     # prior loss and 0.204 without, class CLIP-I gain 0.123 vs 0.107 (prior preservation's effect is not
-    # seen on this base at these settings); class diversity 0.261 vs the base's 0.306.
+    # seen on this base at these settings); class diversity 0.261 vs the base's 0.306. Over-trained (1500
+    # steps, no prior) does not copy the photos here: at 5e-3 CLIP-I gain 0.146, CLIP-T 0.568 (-0.016),
+    # drift 0.335 (1.5x), the gate passes it; at 1e-2 gain 0.005, CLIP-T 0.540, drift 0.400; at 2e-2 gain
+    # 0.070, CLIP-T 0.450, drift 0.666 (the gate refuses it, also for "learned"): it breaks, not copies.
     "toyworld-flux": Thresholds(
         learning_margin=0.09,
         instance_colour=0.5,
@@ -68,8 +71,8 @@ THRESHOLDS: dict[str, Thresholds] = {
         class_gain_delta=None,
         diversity_ratio=0.7,
         steps_gain=0.03,
-        overtrained_clip_t_drop=0.05,
-        overtrained_drift_ratio=1.5,
+        overtrained_clip_t_drop=None,
+        overtrained_drift_ratio=None,
         rank_gain=None,
     ),
 }
