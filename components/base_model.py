@@ -24,7 +24,7 @@ def models_dir() -> Path:
 
 # Pretrained toy-world models, committed to the repository (built by `conceptlab toyworld build`).
 COMMITTED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-COMMITTED_MODEL_NAMES = ("toyworld-sd", "toyworld-clip", "toyworld-taiyi", "toyworld-clip-zh")
+COMMITTED_MODEL_NAMES = ("toyworld-sd", "toyworld-clip", "toyworld-flux", "toyworld-taiyi", "toyworld-clip-zh")
 
 
 def resolve_model(ref: str) -> Path:

@@ -488,24 +488,31 @@ def toyworld_build(
     out: Annotated[Path, typer.Option(help="where toyworld-sd/ and toyworld-clip/ are written")] = Path("models"),
     seed: int = 0,
     preset: Annotated[str, typer.Option(help="full (about an hour on 2 cores) or smoke (seconds)")] = "full",
-    base: Annotated[str, typer.Option(help="sd, or taiyi (Chinese; needs toyworld-sd's VAE in --out)")] = "sd",
+    base: Annotated[
+        str,
+        typer.Option(
+            help="sd: VAE, CLIP and toyworld-sd; flux: toyworld-flux, taiyi: toyworld-taiyi and toyworld-clip-zh "
+            "(both on the VAE and CLIP already in --out)"
+        ),
+    ] = "sd",
 ):
-    """Train the toy world's VAE, domain CLIP and Stable Diffusion from a seed; measure them."""
+    """Train the toy world's VAE, domain CLIP and Stable Diffusion from a seed (or, with --base flux or
+    taiyi, its Flux or Chinese Taiyi-layout model on the same VAE); measure them."""
     from components.toyworld.build import PRESETS, build_world
+    from components.toyworld.build_flux import FLUX_PRESETS, build_flux_world
+    from components.toyworld.build_taiyi import TAIYI_PRESETS, build_taiyi_world
 
-    if base == "taiyi":
-        from components.toyworld.build_taiyi import TAIYI_PRESETS, build_taiyi_world
-
-        if preset not in TAIYI_PRESETS:
-            raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(TAIYI_PRESETS)}")
-        report = build_taiyi_world(out, TAIYI_PRESETS[preset].model_copy(update={"seed": seed}), log=console.print)
-        console.print_json(data={k: report[k] for k in ("seconds", "weights_bytes", "metrics")})
-        return
-    if base != "sd":
-        raise typer.BadParameter(f"--base {base!r}: choose sd or taiyi")
-    if preset not in PRESETS:
-        raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    report = build_world(out, PRESETS[preset].model_copy(update={"seed": seed}), log=console.print)
+    builders = {
+        "sd": (PRESETS, build_world),
+        "flux": (FLUX_PRESETS, build_flux_world),
+        "taiyi": (TAIYI_PRESETS, build_taiyi_world),
+    }
+    if base not in builders:
+        raise typer.BadParameter(f"--base {base!r}: choose one of {', '.join(builders)}")
+    presets, build = builders[base]
+    if preset not in presets:
+        raise typer.BadParameter(f"--preset {preset!r}: choose one of {', '.join(presets)}")
+    report = build(out, presets[preset].model_copy(update={"seed": seed}), log=console.print)
     console.print_json(data={k: report[k] for k in ("seconds", "weights_bytes", "metrics")})
 
 

@@ -267,9 +267,8 @@ def generate(
                     with torch.no_grad():
                         out = pipe(
                             prompt,
-                            negative_prompt=negative_prompt or None,
                             num_inference_steps=steps,
-                            guidance_scale=guidance,
+                            **family.guidance_kwargs(pipe, guidance, negative_prompt, 1),
                             width=width,
                             height=height,
                             generator=generator,

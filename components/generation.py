@@ -33,7 +33,10 @@ def generate(
     the side of a square, or (width, height)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    from components.families import family_of
+
     set_scheduler(pipe, params.scheduler)
+    family = family_of(pipe)
     device = pipe.device.type
     width, height = resolution if isinstance(resolution, tuple) else (resolution, resolution)
     images: list[Image.Image] = []
@@ -41,13 +44,12 @@ def generate(
         batch_prompts = list(prompts[start : start + params.batch_size])
         batch_seeds = seeds[start : start + params.batch_size]
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in batch_seeds]
-        negative = [params.negative_prompt] * len(batch_prompts) if params.negative_prompt else None
+        guidance = family.guidance_kwargs(pipe, params.guidance_scale, params.negative_prompt, len(batch_prompts))
         with torch.no_grad():
             out = pipe(
                 batch_prompts,
-                negative_prompt=negative,
                 num_inference_steps=params.steps,
-                guidance_scale=params.guidance_scale,
+                **guidance,
                 height=height,
                 width=width,
                 generator=generators,

@@ -10,6 +10,7 @@ characters as the fallback), written in T5's own tokenizer class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 TINY_FLUX = "tiny-flux"
@@ -50,14 +51,15 @@ green yellow purple orange pink black white gray brown gold silver wooden metal 
 top bottom front back side view left right triangle square circle star shape toyworld high quality detailed"""
 
 
-def t5_unigram_vocab() -> list[tuple[str, float]]:
+def t5_unigram_vocab(words: Sequence[str] | None = None) -> list[tuple[str, float]]:
     """A T5-layout Unigram vocabulary: <pad>=0, </s>=1, <unk>=2, pieces, then 100 sentinels in reverse.
+    ``words``: the whole-word pieces (default: the prompts this project writes).
 
     Whole words carry a higher score than the sum of their letters, so the Unigram model prefers them;
     single ASCII characters (with and without the word-start marker) cover any other ASCII text.
     """
     pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -2.0}
-    for word in _T5_WORDS.split():
+    for word in _T5_WORDS.split() if words is None else words:
         pieces.setdefault("▁" + word, -5.0)
     for code in range(33, 127):
         pieces.setdefault("▁" + chr(code), -10.0)
@@ -67,10 +69,10 @@ def t5_unigram_vocab() -> list[tuple[str, float]]:
     return vocab
 
 
-def t5_tokenizer():
+def t5_tokenizer(words: Sequence[str] | None = None, max_length: int = T5_MAX_LENGTH):
     from transformers import T5TokenizerFast
 
-    return T5TokenizerFast(vocab=t5_unigram_vocab(), extra_ids=100, model_max_length=T5_MAX_LENGTH)
+    return T5TokenizerFast(vocab=t5_unigram_vocab(words), extra_ids=100, model_max_length=max_length)
 
 
 def _clip_config(projection_dim: int | None = None):

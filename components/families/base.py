@@ -156,6 +156,14 @@ class Family(ABC):
         vae = json.loads((folder / "vae" / "config.json").read_text())
         return int(denoiser["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
+    def guidance_kwargs(self, pipe, guidance_scale: float, negative_prompt: str | None, batch: int) -> dict[str, Any]:
+        """The pipeline call's arguments for classifier-free guidance at ``guidance_scale`` for ``batch``
+        prompts, with ``negative_prompt`` (None or empty: the pipeline's unconditional prompt)."""
+        return {
+            "guidance_scale": guidance_scale,
+            "negative_prompt": [negative_prompt] * batch if negative_prompt else None,
+        }
+
     def set_sampler(self, pipe, sampler: str) -> None:
         """Swaps the sampler, keeping the base model's noise schedule and prediction type."""
         import diffusers

@@ -24,6 +24,16 @@ class Flux(FlowMatchingFamily):
         # Flux's transformer config has no sample_size; the VAE's is the training size (1024 for FLUX.1).
         return int(json.loads((folder / "vae" / "config.json").read_text())["sample_size"])
 
+    def guidance_kwargs(self, pipe, guidance_scale, negative_prompt, batch):
+        # T5 states as long as the model's tokenizer makes them (training pads to the same length).
+        kwargs = {"max_sequence_length": min(512, pipe.tokenizer_2.model_max_length)}
+        if pipe.transformer.config.guidance_embeds or guidance_scale <= 1.0:
+            # FLUX.1-dev: guidance is an input of the distilled model (FluxPipeline's guidance_scale).
+            return kwargs | super().guidance_kwargs(pipe, guidance_scale, negative_prompt, batch)
+        # No guidance embedding (schnell layout, toyworld-flux): guidance is true classifier-free guidance,
+        # which FluxPipeline runs only given a negative prompt; the empty one, as the U-Net pipelines use.
+        return kwargs | {"true_cfg_scale": guidance_scale, "negative_prompt": [negative_prompt or ""] * batch}
+
     def encode_prompts(self, parts, tokens):
         clip, t5 = parts.text_encoders["text_encoder"], parts.text_encoders["text_encoder_2"]
         return {

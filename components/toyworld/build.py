@@ -109,7 +109,10 @@ def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
         "weights_bytes": {d.name: sum(p.stat().st_size for p in d.rglob("*.safetensors")) for d in (sd_dir, clip_dir)},
         "metrics": metrics,
     }
-    (out_dir / "toyworld-build.json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path = out_dir / "toyworld-build.json"
+    if report_path.exists():  # other bases' sections (toyworld-flux) stay
+        report["bases"] = json.loads(report_path.read_text()).get("bases", {})
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
     write_samples(pipe, out_dir / "toyworld-samples.png", config.eval_guidance)
     write_model_card(out_dir)
     return report

@@ -131,8 +131,57 @@ measurement, the same as above with Chinese captions and prompts:
 """
 
 
+def flux_section(report: dict) -> str:
+    """toyworld-flux's part of the card, from its section of toyworld-build.json (``bases``)."""
+    flux = report["bases"]["toyworld-flux"]
+    m, c, seconds = flux["metrics"], flux["config"], flux["seconds"]
+    sd = report["metrics"]["prompt_following_accuracy"]
+    rows = "\n".join(
+        f"| {name} | {m['prompt_following_accuracy'][name]:.3f} (toyworld-sd {sd[name]:.3f}) | {chance:.3f} |"
+        for name, chance in m["chance"].items()
+    )
+    sched = flux["scheduler"]
+    settings = m["prompt_following_settings"]
+    return f"""
+## toyworld-flux
+
+`toyworld-flux/`: a FluxPipeline folder (FluxTransformer2DModel with {c["double_layers"]} double- and
+{c["single_layers"]} single-stream blocks, 4 heads of 32, no guidance embedding as FLUX.1-schnell; CLIPTextModel
+for the pooled vector on the domain CLIP tokenizer; T5EncoderModel on a T5 Unigram tokenizer whose whole
+words are the domain's; toyworld-sd's VAE, its latents normalised by shift {flux["vae"]["shift"]:.4f}
+and scale {flux["vae"]["scale"]:.4f} measured on the renders; FlowMatchEulerDiscreteScheduler). 8x8x4
+latents packed in 2x2 patches: 16 image tokens of 16 channels. `FluxPipeline.from_pretrained("models/toyworld-flux")`,
+or name it `toyworld-flux`. Weights {flux["weights_bytes"]["toyworld-flux"] / 1e6:.2f} MB.
+
+```
+{flux["command"]}
+```
+
+Trained from scratch (transformer and both text encoders together, {c["steps"]} steps of {c["batch"]} at
+learning rate {c["lr"]}, 10% empty captions for classifier-free guidance, EMA weights) on the same
+{c["images"]} renders as toyworld-sd, by the project's own flux family loss (`Flux.noisy_input`: logit-normal
+noise levels, velocity target noise - x0): a LoRA trained by `conceptlab train` continues the same objective.
+Scheduler: shift {sched["shift"]}, dynamic shifting {"on" if sched["use_dynamic_shifting"] else "off"}: shifting
+towards noise pays for images with many correlated tokens (FLUX.1-dev's exp(mu) grows with the token count
+from 256 tokens up); at 16 tokens there is nothing to compensate. Built on {flux["machine"]["cpu_threads"]}
+CPU thread(s) in **{seconds["total"] / 60:.1f} minutes**, then {seconds["measure"]:.0f} s of measurement.
+
+| attribute | base model follows the prompt (read by the CLIP) | chance |
+|---|---|---|
+{rows}
+
+Same {settings["prompts"]} prompts and reading as above ({settings["steps"]} Euler steps, true classifier-free
+guidance {settings["guidance_scale"]} against the empty prompt: FluxPipeline's `true_cfg_scale`).
+
+![toyworld-flux samples](toyworld-flux-samples.png)
+"""
+
+
 def write_model_card(out_dir: Path) -> Path:
     report = json.loads((out_dir / "toyworld-build.json").read_text())
     path = out_dir / "README.md"
-    path.write_text(model_card(report), encoding="utf-8")
+    card = model_card(report)
+    if "toyworld-flux" in report.get("bases", {}):
+        card += flux_section(report)
+    path.write_text(card, encoding="utf-8")
     return path

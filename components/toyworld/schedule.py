@@ -41,3 +41,19 @@ def train_loop(
             recent = sum(losses[-50:]) / len(losses[-50:])
             log(f"{name}: step {step + 1}/{steps}, loss {recent:.4f}, {time.time() - started:.0f} s")
     return losses
+
+
+def ema_tracker(modules: torch.nn.Module, decay: float) -> tuple[torch.nn.Module, Callable[[int], None]]:
+    """A frozen copy of ``modules`` and the ``after_step`` that moves it towards them (with a warm-up,
+    so early weights do not linger): the toy-world generators ship the averaged weights."""
+    import copy
+
+    ema = copy.deepcopy(modules).requires_grad_(False)
+
+    def update(step: int) -> None:
+        d = min(decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), modules.parameters(), strict=True):
+                e.lerp_(p, 1 - d)
+
+    return ema, update

@@ -37,6 +37,8 @@ CONCEPT_TASKS = (
     ConceptTask("toy-white-diamond", "white", "striped", "diamond"),
     # The purple triangle again, for the Taiyi-layout base (toyworld-taiyi), with Chinese prompts.
     ConceptTask("toy-zh-triangle", "purple", "checkered", "triangle"),
+    # The purple checkered triangle again, on toyworld-flux (concepts/toy-flux-triangle).
+    ConceptTask("toy-flux-triangle", "purple", "checkered", "triangle"),
 )
 HELD_OUT = frozenset(task.combo for task in CONCEPT_TASKS)
 

@@ -65,3 +65,11 @@ def domain_tokenizer():
 
     vocab, merges = domain_vocab()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH, pad_token="<|endoftext|>")
+
+
+def domain_t5_tokenizer():
+    """A T5 (Unigram) tokenizer whose whole-word pieces are the domain's words: FluxPipeline's second
+    tokenizer for toyworld-flux. Other text (an identifier such as "sks") falls apart into characters."""
+    from components.tiny_models_flow import t5_tokenizer
+
+    return t5_tokenizer(WORDS, max_length=MAX_LENGTH)

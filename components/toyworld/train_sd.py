@@ -4,14 +4,12 @@ dropout so classifier-free guidance works, min-SNR loss weighting and an EMA of 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
 from components.tiny_models import sd_scheduler
 from components.toyworld.data import pick_captions
-from components.toyworld.schedule import train_loop
+from components.toyworld.schedule import ema_tracker, train_loop
 from components.toyworld.tokenizer import MAX_LENGTH
 
 CROSS_ATTENTION_DIM = 64
@@ -84,7 +82,7 @@ def train_sd(
     weights = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
     gen = torch.Generator().manual_seed(seed)
     modules = torch.nn.ModuleList([text_encoder, unet])
-    ema = copy.deepcopy(modules).requires_grad_(False)
+    ema, update_ema = ema_tracker(modules, EMA_DECAY)
 
     def step_loss(step: int) -> torch.Tensor:
         index = torch.randint(len(latent_mean), (batch_size,), generator=gen)
@@ -99,12 +97,6 @@ def train_sd(
         pred = unet(noisy, t, hidden).sample
         per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weights[t]).mean()
-
-    def update_ema(step: int) -> None:
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), modules.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
 
     train_loop(modules.parameters(), step_loss, steps, lr, "sd", after_step=update_ema, log=log)
     text_encoder, unet = ema[0].eval(), ema[1].eval()

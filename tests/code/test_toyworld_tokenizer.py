@@ -19,3 +19,12 @@ def test_identifier_is_rare_and_end_of_text_has_the_largest_id():
     assert tok.convert_tokens_to_ids("<|endoftext|>") == len(tok) - 1
     ids = tok("a photo of a sks star", padding="max_length").input_ids
     assert len(ids) == 32 and ids.index(len(tok) - 1) == 9
+
+
+def test_t5_tokenizer_keeps_every_domain_word_whole_and_splits_the_identifier():
+    from components.toyworld.tokenizer import WORDS, domain_t5_tokenizer
+
+    tok = domain_t5_tokenizer()
+    assert all(tok.tokenize(word) == ["▁" + word] for word in WORDS)
+    assert tok.tokenize("sks") == ["▁s", "k", "s"]
+    assert tok.model_max_length == 32 and len(tok) < 1000

@@ -1,6 +1,8 @@
 """For each toy base (components/toyworld/bases.py), its concept prepared once per session, and its
 training variants, each trained and evaluated on first use. QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml) breaks the
-training on purpose, to see these tests fail: '{"train": {"learning_rate": 0}}'. QUALITY_METRICS_JSON
+training on purpose, to see these tests fail: '{"train": {"learning_rate": 0}}', or for the flow-matching
+bases a wrong noise-level shift '{"train": {"timestep_shift": 0.1}}'; QUALITY_BREAK=flipped_velocity trains
+them towards x0 - noise instead of noise - x0 (a sign error no params key can make). QUALITY_METRICS_JSON
 names a file to write every variant's metrics to, by base."""
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ def toy_base(request) -> ToyBase:
 @pytest.fixture(scope="session")
 def limits(toy_base) -> Thresholds:
     return THRESHOLDS[toy_base.model]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broken_on_purpose():
+    """QUALITY_BREAK=flipped_velocity: the flow-matching families' training target with its sign flipped."""
+    from components.families import flow_matching
+
+    with pytest.MonkeyPatch.context() as patch:
+        if os.environ.get("QUALITY_BREAK") == "flipped_velocity":
+            patch.setattr(flow_matching, "velocity_target", lambda x0, noise: x0 - noise)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,8 @@ def test_prompt_attributes_still_steer_the_learned_concept(variant, limits):
     # "a photo of a sks triangle on a green background" and "... large ... on a blue background":
     # the background follows the prompt and the object keeps the concept's colour.
     assert m["adapter_p1_background"] >= limits.background and m["adapter_p3_background"] >= limits.background, m
-    assert m["adapter_p1_colour"] >= limits.instance_colour, m
+    if limits.background_instance_colour is not None:  # None: not established on this base (thresholds.py)
+        assert m["adapter_p1_colour"] >= limits.background_instance_colour, m
     assert (m["adapter_p1_colour"] + m["adapter_p3_colour"]) / 2 >= limits.steered_colour, m
     assert m["base_p1_colour"] + m["base_p3_colour"] <= limits.base_steered_colour, m
 
@@ -35,12 +36,14 @@ def test_prior_preservation_keeps_the_class_and_its_absence_drifts(variant, limi
     # toyworld-sd over 160 seeds: the prior-preserved adapter drifts 0.27 [0.25, 0.29] and 8-seed means
     # range 0.17-0.36 (benchmarks/gate_stability.py), so a threshold sits above that range.
     assert with_prior["prior_drift"] <= limits.max_drift, with_prior
-    assert without["prior_drift"] >= limits.drift_ratio * with_prior["prior_drift"], (with_prior, without)
+    if limits.drift_ratio is not None:  # None: not established on this base (thresholds.py)
+        assert without["prior_drift"] >= limits.drift_ratio * with_prior["prior_drift"], (with_prior, without)
     # Without it, "a photo of a triangle" turns into the instance (DreamBooth's PRES, with CLIP).
-    assert without["class_clip_i_gain"] >= with_prior["class_clip_i_gain"] + limits.class_gain_delta, (
-        with_prior,
-        without,
-    )
+    if limits.class_gain_delta is not None:
+        assert without["class_clip_i_gain"] >= with_prior["class_clip_i_gain"] + limits.class_gain_delta, (
+            with_prior,
+            without,
+        )
     assert with_prior["class_diversity"] >= limits.diversity_ratio * with_prior["base_class_diversity"], with_prior
 
 
@@ -64,14 +67,19 @@ def test_gate_accepts_the_trained_adapter(variant, prepared):
         ("overtrained", {"clip_t", "prior_drift"}),  # copies the photos, ignores the prompt
     ],
 )
-def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, name, reasons):
+def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, limits, name, reasons):
+    if name == "overtrained" and limits.overtrained_clip_t_drop is None:
+        pytest.skip("over-training does not copy the photos on this base (tests/quality/thresholds.py)")
     failed = _gate(variant(name), prepared)
     assert failed and set(failed) <= reasons | {"clip_i"} and reasons & set(failed), (failed, variant(name).metrics)
 
 
 def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant, limits):
-    short, default, over = variant("short").metrics, variant("default").metrics, variant("overtrained").metrics
+    short, default = variant("short").metrics, variant("default").metrics
     assert default["clip_i_gain"] >= short["clip_i_gain"] + limits.steps_gain, (short, default)
+    if limits.overtrained_clip_t_drop is None:  # None: not established on this base (thresholds.py)
+        return
+    over = variant("overtrained").metrics
     # Over-trained (many steps at a high learning rate, no prior): still the instance, but the prompt no
     # longer steers it and the class drifts. Each claim is a mean over all images, not a count of 4: at
     # this learning rate float summation order (CPU, thread count) sends runs apart (README, "Toy world").
@@ -82,5 +90,7 @@ def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant, limi
 
 def test_lower_rank_learns_less_at_the_same_steps(variant, limits):
     # Same alpha/rank scale and steps: rank 1 has fewer directions to learn the instance in.
+    if limits.rank_gain is None:
+        pytest.skip("not established on this base (tests/quality/thresholds.py)")
     rank1, default = variant("rank1").metrics, variant("default").metrics
     assert rank1["clip_i_gain"] <= default["clip_i_gain"] - limits.rank_gain, (rank1, default)
