@@ -20,6 +20,8 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
+from filelock import FileLock
+
 from components.environment import active_prefect_profile
 
 
@@ -45,12 +47,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_lock() -> FileLock:
+    """One server starting at a time per PREFECT_HOME: a starting server creates or migrates the
+    database there, and two doing it at once fail (SQLite: "duplicate column name")."""
+    home = Path(_configured("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(home / "conceptlab-server-start.lock"))
+
+
 class TemporaryServer:
     """A Prefect API server process on a free local port; ``wait()`` blocks until it answers."""
 
     def __init__(self) -> None:
         spec = find_spec("prefect")
         assert spec is not None and spec.origin is not None, "prefect is not installed"
+        # Held until this server answers (or fails): the next one starts on a migrated database.
+        self._lock = _start_lock()
+        self._lock.acquire(timeout=startup_timeout())
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.process = subprocess.Popen(
@@ -82,6 +95,12 @@ class TemporaryServer:
         atexit.register(self.stop)
 
     def wait(self, timeout: float) -> None:
+        try:
+            self._wait(timeout)
+        finally:
+            self._lock.release()
+
+    def _wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,6 +118,7 @@ class TemporaryServer:
         )
 
     def stop(self) -> None:
+        self._lock.release()
         if self.process.poll() is None:
             self.process.terminate()
             try:
