@@ -63,6 +63,9 @@ PRESETS = {
 }
 
 
+BUILD_RECORD = "toyworld-build.json"  # build settings, times, sizes and measurements of every toy base
+
+
 def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
     timings: dict[str, float] = {}
     started = time.time()
@@ -101,20 +104,45 @@ def build_world(out_dir: Path, config: BuildConfig, log=print) -> dict:
         "config": config.model_dump(),
         "held_out_combinations": sorted(HELD_OUT),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "machine": {
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
-        "weights_bytes": {d.name: sum(p.stat().st_size for p in d.rglob("*.safetensors")) for d in (sd_dir, clip_dir)},
+        "machine": machine(),
+        "weights_bytes": weights_bytes(sd_dir, clip_dir),
         "metrics": metrics,
     }
-    report_path = out_dir / "toyworld-build.json"
-    if report_path.exists():  # other bases' sections (toyworld-flux) stay
-        report["bases"] = json.loads(report_path.read_text()).get("bases", {})
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    # toyworld-sd's record is the top level; the other bases' sections (`bases`) stay.
+    report["bases"] = read_build_record(out_dir).get("bases", {})
+    write_build_record(out_dir, report)
     write_samples(pipe, out_dir / "toyworld-samples.png", config.eval_guidance)
     write_model_card(out_dir)
+    return report
+
+
+def machine() -> dict:
+    """Where a build ran: its times mean nothing without it."""
+    return {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+
+
+def weights_bytes(*model_dirs: Path) -> dict[str, int]:
+    """The committed size of each model folder (its safetensors)."""
+    return {d.name: sum(p.stat().st_size for p in d.rglob("*.safetensors")) for d in model_dirs}
+
+
+def read_build_record(out_dir: Path) -> dict:
+    path = out_dir / BUILD_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def write_build_record(out_dir: Path, report: dict) -> None:
+    # ensure_ascii=False: the Chinese base's prompts stay readable in the committed file.
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    (out_dir / BUILD_RECORD).write_text(text, encoding="utf-8")
+
+
+def record_base(out_dir: Path, name: str, section: dict) -> dict:
+    """Adds (or replaces) one more base's section, keyed by its folder name, to the build record
+    and returns the record; toyworld-sd's top-level record and the other bases' sections stay."""
+    report = read_build_record(out_dir)
+    report.setdefault("bases", {})[name] = section
+    write_build_record(out_dir, report)
     return report
 
 

@@ -4,8 +4,6 @@ with the same domain CLIP, and records it as a base of its own in toyworld-build
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -13,7 +11,16 @@ import torch
 from pydantic import BaseModel
 
 from components.base_model import load_pipeline
-from components.toyworld.build import CLIP_NAME, SD_NAME, _publish, measure_world, write_samples
+from components.toyworld.build import (
+    CLIP_NAME,
+    SD_NAME,
+    _publish,
+    machine,
+    measure_world,
+    record_base,
+    weights_bytes,
+    write_samples,
+)
 from components.toyworld.data import world_data
 from components.toyworld.model_card import write_model_card
 from components.toyworld.tokenizer import MAX_LENGTH, domain_t5_tokenizer, domain_tokenizer
@@ -117,20 +124,13 @@ def build_flux_world(out_dir: Path, config: FluxBuildConfig, sources: Path | Non
         "command": f"conceptlab toyworld build --base flux --seed {config.seed}",
         "config": config.model_dump(),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "machine": {
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
-        "weights_bytes": {FLUX_NAME: sum(p.stat().st_size for p in flux_dir.rglob("*.safetensors"))},
+        "machine": machine(),
+        "weights_bytes": weights_bytes(flux_dir),
         "scheduler": dict(pipe.scheduler.config),
         "vae": {"shift": shift, "scale": scale},
         "metrics": metrics,
     }
-    report_path = out_dir / "toyworld-build.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    report.setdefault("bases", {})[FLUX_NAME] = section
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report = record_base(out_dir, FLUX_NAME, section)
     write_samples(pipe, out_dir / f"{FLUX_NAME}-samples.png", config.eval_guidance)
     if "metrics" in report:  # the SD world's card, with this base's section added
         write_model_card(out_dir)

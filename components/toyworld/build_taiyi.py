@@ -6,12 +6,8 @@ trainers are build.py's with another text tower."""
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from components.base_model import load_pipeline
 from components.tiny_models import save_sd_pipeline
@@ -22,7 +18,10 @@ from components.toyworld.build import (
     SD_NAME,
     BuildConfig,
     _publish,
+    machine,
     measure_world,
+    record_base,
+    weights_bytes,
     write_samples,
 )
 from components.toyworld.chinese import MAX_LENGTH, chinese_caption, chinese_tokenizer, chinese_world
@@ -34,7 +33,6 @@ from components.toyworld.train_sd import CROSS_ATTENTION_DIM, train_sd
 from components.toyworld.train_vae import encode_all
 
 TAIYI_NAME, CLIP_ZH_NAME = "toyworld-taiyi", "toyworld-clip-zh"
-BASE = "taiyi"  # its section in toyworld-build.json (`bases`)
 
 TAIYI_PRESETS = {
     # About 40 minutes on one CPU thread (measured: build report `seconds`); toyworld-sd's full
@@ -133,30 +131,23 @@ def build_taiyi_world(
 
 def measure_and_record(out_dir: Path, config: BuildConfig, timings: dict[str, float], vae) -> dict:
     """Measures the saved toyworld-taiyi and toyworld-clip-zh in ``out_dir`` (build.measure_world with
-    Chinese prompts), writes the `taiyi` section of toyworld-build.json, the samples and the card."""
+    Chinese prompts), writes its section of toyworld-build.json, the samples and the card."""
     sd_dir, clip_dir = out_dir / TAIYI_NAME, out_dir / CLIP_ZH_NAME
     mark = time.time()
     pipe = load_pipeline(str(sd_dir))
     metrics = measure_world(pipe, clip_dir, vae, config, caption=chinese_caption)
     timings = timings | {"measure": time.time() - mark}
     section = {
-        "command": f"conceptlab toyworld build --base {BASE} --seed {config.seed}",
+        "command": f"conceptlab toyworld build --base taiyi --seed {config.seed}",
         "config": config.model_dump(exclude={"vae_steps", "vae_batch", "vae_lr"}),
         "vae": "toyworld-sd/vae (reused)",
         "held_out_combinations": sorted(HELD_OUT),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "machine": {
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
-        "weights_bytes": {d.name: sum(p.stat().st_size for p in d.rglob("*.safetensors")) for d in (sd_dir, clip_dir)},
+        "machine": machine(),
+        "weights_bytes": weights_bytes(sd_dir, clip_dir),
         "metrics": metrics,
     }
-    report_path = out_dir / "toyworld-build.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    report.setdefault("bases", {})[BASE] = section
-    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report = record_base(out_dir, TAIYI_NAME, section)
     write_samples(pipe, out_dir / "toyworld-taiyi-samples.png", config.eval_guidance, sample_prompts=SAMPLE_PROMPTS_ZH)
     if "metrics" in report:  # the card needs toyworld-sd's section too
         write_model_card(out_dir)

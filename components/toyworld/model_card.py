@@ -67,7 +67,7 @@ VAE reconstruction on unseen renders: {m["vae_psnr_db"]:.1f} dB PSNR.
 {settings["guidance_scale"]}). The prompts, left to right, are `SAMPLE_PROMPTS` in
 `components/toyworld/build.py`; the ninth is a held-out combination (an orange dotted star).
 
-{taiyi_section(report["bases"]["taiyi"]) if "taiyi" in report.get("bases", {}) else ""}## Limits
+{taiyi_section(report["bases"]["toyworld-taiyi"]) if "toyworld-taiyi" in report.get("bases", {}) else ""}## Limits
 
 32 px, eight colours, six shapes, four patterns: a world small enough to train in under an hour
 on two cores. Numbers measured here say whether conceptlab teaches a concept, keeps prompts

@@ -59,8 +59,8 @@ def test_chinese_clip_reads_chinese_and_reads_attributes_in_chinese(built):
 def test_build_report_gets_a_taiyi_section_and_keeps_the_sd_one(built):
     out, section = built
     saved = json.loads((out / "toyworld-build.json").read_text())
-    assert saved["bases"]["taiyi"]["command"] == "conceptlab toyworld build --base taiyi --seed 0"
-    assert set(saved["bases"]["taiyi"]["weights_bytes"]) == {TAIYI_NAME, CLIP_ZH_NAME}
+    assert saved["bases"][TAIYI_NAME]["command"] == "conceptlab toyworld build --base taiyi --seed 0"
+    assert set(saved["bases"][TAIYI_NAME]["weights_bytes"]) == {TAIYI_NAME, CLIP_ZH_NAME}
     assert "clip_zero_shot_accuracy" in saved["metrics"], "toyworld-sd's own section is untouched"
     card = (out / "README.md").read_text()
     assert "toyworld-taiyi" in card and "| colour | 颜色 |" in card
