@@ -20,4 +20,5 @@ class ToyBase:
 TOY_BASES: dict[str, ToyBase] = {
     "toyworld-sd": ToyBase("toyworld-sd", "toy-purple-triangle"),
     "toyworld-flux": ToyBase("toyworld-flux", "toy-flux-triangle"),
+    "toyworld-taiyi": ToyBase("toyworld-taiyi", "toy-zh-triangle"),
 }

@@ -10,7 +10,8 @@ import pytest
 
 from components.promote import decide
 
-pytestmark = pytest.mark.quality
+# One xdist worker runs them all (scripts/test.sh: --dist loadgroup): each base's variants train once.
+pytestmark = [pytest.mark.quality, pytest.mark.xdist_group("quality")]
 
 
 def test_adapter_images_look_like_the_instance_and_base_images_do_not(variant, limits):
@@ -27,7 +28,8 @@ def test_prompt_attributes_still_steer_the_learned_concept(variant, limits):
     assert m["adapter_p1_background"] >= limits.background and m["adapter_p3_background"] >= limits.background, m
     if limits.background_instance_colour is not None:  # None: not established on this base (thresholds.py)
         assert m["adapter_p1_colour"] >= limits.background_instance_colour, m
-    assert (m["adapter_p1_colour"] + m["adapter_p3_colour"]) / 2 >= limits.steered_colour, m
+    if limits.steered_colour is not None:  # None: not established on this base (thresholds.py)
+        assert (m["adapter_p1_colour"] + m["adapter_p3_colour"]) / 2 >= limits.steered_colour, m
     assert m["base_p1_colour"] + m["base_p3_colour"] <= limits.base_steered_colour, m
 
 

@@ -15,7 +15,7 @@ class Thresholds:
     base_colour: float  # ... and of the base model's images, at most
     background_instance_colour: float | None  # "... on a green background" images in the concept's colour
     background: float  # share of images with the background the prompt asked for, at least
-    steered_colour: float  # the concept's colour kept on the asked backgrounds (mean of two prompts)
+    steered_colour: float | None  # the concept's colour kept on the asked backgrounds (mean of two prompts)
     base_steered_colour: float  # the base model's sum over the same two prompts, at most
     max_drift: float  # prior drift with prior preservation, at most
     drift_ratio: float | None  # drift without prior preservation over drift with it, at least
@@ -74,5 +74,29 @@ THRESHOLDS: dict[str, Thresholds] = {
         overtrained_clip_t_drop=None,
         overtrained_drift_ratio=None,
         rank_gain=None,
+    ),
+    # toy-zh-triangle (600 steps at 2e-3, its concept's overrides), Chinese prompts read by toyworld-clip-zh,
+    # 8 seeds, 1 thread (2026-12-02): CLIP-I gain 0.103 (no prior 0.044, 40 steps 0.018, rank 1 0.018, noise
+    # -0.020, B = 0 0.000); "sks三角形,高清" purple 7/8 (base 0/8), on an asked green or blue background 0/8;
+    # backgrounds 8/8; drift 0.315 with the prior loss, 0.322 without (not separated); class CLIP-I gain
+    # -0.143 vs -0.045 without; class diversity 0.279 vs the base's 0.343. Over-trained (1500 steps at 5e-3,
+    # no prior) breaks rather than copies: gain 0.013, CLIP-T 0.397 vs 0.543, drift 0.451 (the gate refuses
+    # it on all four numbers, "learned" included).
+    "toyworld-taiyi": Thresholds(
+        learning_margin=0.07,
+        instance_colour=0.5,
+        base_colour=0.25,
+        background_instance_colour=None,
+        background=0.75,
+        steered_colour=None,
+        base_steered_colour=0.5,
+        max_drift=0.4,
+        drift_ratio=None,
+        class_gain_delta=0.05,
+        diversity_ratio=0.7,
+        steps_gain=0.05,
+        overtrained_clip_t_drop=None,
+        overtrained_drift_ratio=None,
+        rank_gain=0.05,
     ),
 }
