@@ -18,6 +18,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items) -> None:
+    """The quality tests first: the longest group (one xdist worker trains every toy base's variants),
+    so with scripts/test.sh's two workers the rest of the suite runs beside it rather than after it."""
+    items.sort(key=lambda item: item.get_closest_marker("quality") is None)  # stable: order kept within
+
+
 @pytest.fixture(scope="session", autouse=True)
 def models_dir(tmp_path_factory) -> Path:
     """Tiny models are built once per test session (fixed seeds) into a temporary folder."""
