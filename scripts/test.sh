@@ -10,5 +10,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 fi
 # Two workers: much of a test's time is one busy core (imports, servers starting, git, DVC), so two
-# tests at once finish the suite sooner on 2 cores. CONCEPTLAB_TEST_WORKERS=0 runs it in one process.
-exec uv run --frozen pytest -n "${CONCEPTLAB_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# tests at once finish the suite sooner on 2 cores. --dist loadscope keeps a module on one worker: the
+# quality module's toy bases train their variants once (xdist_group marks do not group under pytest 9.2),
+# and in collection order (tests/conftest.py puts that longest module first). CONCEPTLAB_TEST_WORKERS=0
+# runs it in one process.
+exec uv run --frozen pytest -n "${CONCEPTLAB_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder "$@"

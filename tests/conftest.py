@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items) -> None:
-    """The quality tests first: the longest group (one xdist worker trains every toy base's variants),
+    """The quality tests first: the longest module (one xdist worker trains every toy base's variants),
     so with scripts/test.sh's two workers the rest of the suite runs beside it rather than after it."""
     items.sort(key=lambda item: item.get_closest_marker("quality") is None)  # stable: order kept within
 

@@ -1,9 +1,13 @@
 """For each toy base (components/toyworld/bases.py), its concept prepared once per session, and its
-training variants, each trained and evaluated on first use. QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml) breaks the
-training on purpose, to see these tests fail: '{"train": {"learning_rate": 0}}', or for the flow-matching
-bases a wrong noise-level shift '{"train": {"timestep_shift": 0.1}}'; QUALITY_BREAK=flipped_velocity trains
-them towards x0 - noise instead of noise - x0 (a sign error no params key can make). QUALITY_METRICS_JSON
-names a file to write every variant's metrics to, by base."""
+training variants, each trained and evaluated on first use.
+
+Broken on purpose, to see these tests fail: QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml),
+e.g. '{"train": {"learning_rate": 0}}', or for the flow-matching bases a wrong noise-level shift
+'{"train": {"timestep_shift": 0.1}}' (a concept's own overrides still win: toy-flux-triangle and
+toy-zh-triangle set their learning rate); QUALITY_BREAK=flipped_velocity trains the flow-matching bases
+towards x0 - noise instead of noise - x0, QUALITY_BREAK=flipped_noise the U-Net bases towards -noise (sign
+errors no params key can make). QUALITY_METRICS_JSON names a file to write every variant's metrics to, by
+base."""
 
 from __future__ import annotations
 
@@ -32,12 +36,16 @@ def limits(toy_base) -> Thresholds:
 
 @pytest.fixture(scope="session", autouse=True)
 def _broken_on_purpose():
-    """QUALITY_BREAK=flipped_velocity: the flow-matching families' training target with its sign flipped."""
-    from components.families import flow_matching
+    """QUALITY_BREAK=flipped_velocity: the flow-matching families' training target with its sign flipped;
+    flipped_noise: the DDPM U-Net families' (epsilon: -noise)."""
+    from components.families import flow_matching, sd
 
     with pytest.MonkeyPatch.context() as patch:
         if os.environ.get("QUALITY_BREAK") == "flipped_velocity":
             patch.setattr(flow_matching, "velocity_target", lambda x0, noise: x0 - noise)
+        if os.environ.get("QUALITY_BREAK") == "flipped_noise":
+            target = sd.loss_target
+            patch.setattr(sd, "loss_target", lambda *args: -target(*args))
         yield
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from components.promote import decide
 
-# One xdist worker runs them all (scripts/test.sh: --dist loadgroup): each base's variants train once.
-pytestmark = [pytest.mark.quality, pytest.mark.xdist_group("quality")]
+pytestmark = pytest.mark.quality
 
 
 def test_adapter_images_look_like_the_instance_and_base_images_do_not(variant, limits):
