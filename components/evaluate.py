@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
 from components.base_model import load_pipeline, model_identity, resolve_model
+from components.base_samples import base_samples_inputs, read_base_samples, store_base_samples
 from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
 from components.config import Concept, EvalParams
 from components.generation import generate
@@ -77,7 +78,10 @@ def evaluate(
     params: EvalParams,
     resolution: int,
     out_dir: Path,
+    base_samples_root: Path | None = None,
 ) -> EvalResult:
+    """``base_samples_root``: where the base model's images are kept between evaluations
+    (components/base_samples.py); None draws them every time."""
     concept_prompts = [
         p.format(instance=concept.instance_phrase, class_noun=concept.class_noun) for p in params.prompts
     ]
@@ -91,7 +95,7 @@ def evaluate(
     prompts, seeds = c_prompts + k_prompts, c_seeds + k_seeds
 
     pipe = load_pipeline(base_model)
-    base_images = generate(pipe, prompts, seeds, params, resolution)
+    base_images, base_reused = _base_images(pipe, base_model, prompts, seeds, params, resolution, base_samples_root)
     pipe.load_lora_weights(adapter_dir)
     adapter_images = generate(pipe, prompts, seeds, params, resolution)
     del pipe
@@ -146,6 +150,7 @@ def evaluate(
         "base_model": model_identity(base_model),
         "instance_images": len(instance_images),
         "generated_prompts": prompts,
+        "base_images_reused": base_reused,
     }
     result = EvalResult(
         metrics=metrics,
@@ -164,6 +169,19 @@ def evaluate(
     (staging / "report.html").write_text(html, encoding="utf-8")
     publish(staging, out_dir)
     return result
+
+
+def _base_images(pipe, base_model, prompts, seeds, params, resolution, root) -> tuple[list[Image.Image], bool]:
+    """The base model's images at the pairs, read back from ``root`` where drawn before; and whether they were."""
+    if root is None:
+        return generate(pipe, prompts, seeds, params, resolution), False
+    inputs = base_samples_inputs(model_identity(base_model), prompts, seeds, params, resolution)
+    images = read_base_samples(root, inputs)
+    if images is not None:
+        return images, True
+    images = generate(pipe, prompts, seeds, params, resolution)
+    store_base_samples(root, inputs, images)
+    return images, False
 
 
 def sample_scores(prompts, seeds, n, texts, real, embeddings) -> list[SampleScores]:

@@ -40,6 +40,11 @@ class ConceptLayout:
         return self.work_dir / "priors"
 
     @property
+    def base_samples_root(self) -> Path:
+        """Shared, content-addressed base-model evaluation images: a local cache reused by every evaluation."""
+        return self.work_dir / "base-samples"
+
+    @property
     def adapter(self) -> Path:
         return self.root / "adapter"
 

@@ -103,6 +103,7 @@ def run_evaluate(
         cfg.params.evaluate,
         resolution(cfg),
         out_dir or layout.evaluation,
+        layout.base_samples_root,
     )
 
 

@@ -6,6 +6,7 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+import torch
 from PIL import Image
 
 from components.clip_scores import ClipScorer, clip_i, clip_t, diversity, paired_drift
@@ -161,3 +162,35 @@ def test_a_zero_adapter_scores_exactly_like_the_base(cfg, layout, tmp_path):
     assert result.metrics["prior_drift"] == pytest.approx(0.0, abs=1e-6)
     for key in ("clip_i", "clip_t", "diversity"):
         assert result.adapter[key] == pytest.approx(result.base[key], abs=1e-6)
+
+
+def test_base_images_are_drawn_once_and_scored_the_same_when_read_back(cfg, layout, tmp_path):
+    from components.base_model import load_pipeline
+
+    run_curate(cfg, layout)
+    pipe = load_pipeline("tiny-sd")
+    family = family_of(pipe)
+    parts = family.parts(pipe)
+    add_lora(family, parts, TrainParams(rank=4, alpha=4))
+    for module in parts.denoiser.modules():  # a non-zero adapter: base and adapter images differ
+        if hasattr(module, "lora_B"):
+            for weight in module.lora_B.values():
+                torch.nn.init.normal_(weight.weight, std=0.05, generator=torch.Generator().manual_seed(0))
+    save_adapter(tmp_path / "adapter", family, parts)
+    instance = CurateResult.read(layout.curated / "manifest.json").accepted_images(layout.curated)
+    root = tmp_path / "base-samples"
+
+    def run(name, params):
+        args = (instance, cfg.concept, params, 64, tmp_path / name)
+        return evaluate("tiny-sd", tmp_path / "adapter", *args, base_samples_root=root)
+
+    drawn = run("first", cfg.params.evaluate)
+    read_back = run("second", cfg.params.evaluate)
+    other_steps = run("third", cfg.params.evaluate.model_copy(update={"steps": 3}))
+
+    assert [drawn.settings["base_images_reused"], read_back.settings["base_images_reused"]] == [False, True]
+    assert read_back.base == drawn.base and read_back.metrics == drawn.metrics and drawn.metrics["prior_drift"] > 0
+    assert read_back.samples == drawn.samples
+    assert not other_steps.settings["base_images_reused"], "another sampler setting draws (and keeps) its own"
+    assert len([p for p in root.iterdir() if not p.name.startswith(".")]) == 2
+    assert not [p for p in root.iterdir() if p.name.startswith(".")], "no staging folder is left behind"
