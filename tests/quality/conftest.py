@@ -58,7 +58,7 @@ def prepared(toy_base, tmp_path_factory) -> Prepared:
 VARIANTS: dict[str, dict] = {
     "default": {},  # params.yaml as the demo runs it: prior preservation on
     "no_prior": {"with_prior_preservation": False},
-    "untrained": {"learning_rate": 0.0},  # B stays 0: exactly the base model
+    "untrained": {"learning_rate": 0.0, "max_steps": 1},  # B stays 0 (AdamW at lr 0): exactly the base model
     "short": {"max_steps": 40},
     "rank1": {"rank": 1, "alpha": 2.0},  # same alpha/rank scale as the default rank 8, alpha 16
     "overtrained": {"with_prior_preservation": False, "max_steps": 1500, "learning_rate": 0.005},
