@@ -14,4 +14,10 @@ fi
 # quality module's toy bases train their variants once (xdist_group marks do not group under pytest 9.2),
 # and in collection order (tests/conftest.py puts that longest module first). CONCEPTLAB_TEST_WORKERS=0
 # runs it in one process.
-exec uv run --frozen pytest -n "${CONCEPTLAB_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder "$@"
+workers="${CONCEPTLAB_TEST_WORKERS:-2}"
+# Torch threads: the cores shared out among the workers. Two workers each running as many OpenMP threads
+# as there are cores spin-wait for each other: on 2 cores a toy training step ran 9x slower with 2 workers
+# x 2 threads than with 2 x 1 (README, "The test suite"). The processes the tests start inherit it.
+per_worker=$(( $(nproc) / (workers > 1 ? workers : 1) ))
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( per_worker > 0 ? per_worker : 1 ))}"
+exec uv run --frozen pytest -n "$workers" --dist loadscope --no-loadscope-reorder "$@"
