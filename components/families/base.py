@@ -92,9 +92,13 @@ class LossOptions:
 # LoRA targets inside text encoders, by transformers model_type (attention projections).
 TEXT_ENCODER_TARGETS = {
     "clip_text_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "bert": ["query", "key", "value", "attention.output.dense"],
     "t5": ["q", "k", "v", "o"],
 }
+
+# Text encoders whose LoRA diffusers' load_lora_weights cannot read back (it maps text-encoder keys by
+# CLIP's layer names only): training one would save an adapter that evaluate, generate and the registry
+# model cannot load, so it is refused before training.
+UNLOADABLE_TEXT_ENCODER_LORA = {"bert": "BERT (as in Taiyi)"}
 
 _SAMPLERS = {
     "ddim": "DDIMScheduler",
@@ -244,6 +248,15 @@ class Family(ABC):
         if train_text_encoder:
             for name, encoder in parts.text_encoders.items():
                 model_type = encoder.config.model_type
+                if model_type in UNLOADABLE_TEXT_ENCODER_LORA:
+                    from components.config import ConfigError
+
+                    raise ConfigError(
+                        f"train.train_text_encoder: this base's {name} is {UNLOADABLE_TEXT_ENCODER_LORA[model_type]}, "
+                        "whose LoRA diffusers' load_lora_weights cannot load back (it reads CLIP's layer names only), "
+                        "so evaluate and generate could not use the adapter; set train.train_text_encoder: false "
+                        "(the denoiser's LoRA learns the concept)"
+                    )
                 if model_type not in TEXT_ENCODER_TARGETS:
                     raise ValueError(f"train_text_encoder: no LoRA targets known for {name} type {model_type!r}")
                 targets[name] = TEXT_ENCODER_TARGETS[model_type]

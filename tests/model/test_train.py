@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from components.config import ConfigError
 from components.errors import CheckpointMismatch, TrainingDiverged
 from components.pipeline import run_caption, run_curate, run_prior, run_train
 from components.train import load_train_data, train
@@ -214,7 +215,7 @@ def test_text_encoder_lora_accumulation_and_checkpointing_options(prepared):
     assert lrs != pytest.approx(linear, rel=1e-3), "the steps chosen tell cosine from linear decay"
 
 
-def test_v_prediction_and_bert_text_encoder_models_train(prepared, models_dir):
+def test_v_prediction_and_bert_text_encoder_models_train(prepared, models_dir, tmp_path):
     from components.tiny_models import build_tiny_sd
 
     cfg, layout = prepared
@@ -228,3 +229,9 @@ def test_v_prediction_and_bert_text_encoder_models_train(prepared, models_dir):
         params = cfg.params.train.model_copy(update={"with_prior_preservation": False, "max_steps": 2})
         result = train(data, params, layout.adapter, layout.checkpoints)
         assert np.isfinite(result.final_loss)
+    # A BERT text encoder's LoRA would train but never load back into the pipeline (diffusers reads
+    # text-encoder LoRA by CLIP's layer names): refused before the first step, naming the key.
+    params = params.model_copy(update={"train_text_encoder": True})
+    with pytest.raises(ConfigError, match=r"train\.train_text_encoder: .*BERT.*set train\.train_text_encoder: false"):
+        train(data, params, tmp_path / "te-adapter", tmp_path / "te-checkpoints")
+    assert not (tmp_path / "te-adapter").exists()
