@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from components.config import ResolvedConfig, deep_merge, load_config
+from components.config import ResolvedConfig, deep_merge, load_config, load_params
 from components.layout import ConceptLayout
 from components.toyworld.attributes import predict_attribute
 from components.toyworld.domain import COLOURS, ObjectSpec
@@ -34,7 +34,8 @@ class Outcome:
 
 
 def prepare(concept: str, work_dir: Path, params_overrides: dict | None = None) -> Prepared:
-    """Curate, caption and class priors for one of the shipped toy-world concepts."""
+    """Curate, caption and class priors for one of the shipped toy-world concepts; ``params_overrides``
+    are merged over params.yaml and over the concept's own overrides."""
     import yaml
 
     from components.pipeline import run_caption, run_curate, run_prior
@@ -44,6 +45,10 @@ def prepare(concept: str, work_dir: Path, params_overrides: dict | None = None) 
     work_dir.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params))
     cfg = load_config(REPO / "concepts" / concept / "concept.yaml", params_file)
+    # The experiment's overrides win over the concept's own (toy-zh-triangle sets its learning rate), so a
+    # break on purpose such as learning rate 0 reaches every base.
+    params = load_params(params_file, deep_merge(cfg.concept.overrides, params_overrides or {}))
+    cfg = cfg.model_copy(update={"params": params})
     layout = ConceptLayout(work_dir / "work", concept)
     run_curate(cfg, layout)
     run_caption(cfg, layout)

@@ -1,10 +1,10 @@
 """For each toy base (components/toyworld/bases.py), its concept prepared once per session, and its
 training variants, each trained and evaluated on first use.
 
-Broken on purpose, to see these tests fail: QUALITY_PARAMS_OVERRIDES (JSON, deep-merged into params.yaml),
-e.g. '{"train": {"learning_rate": 0}}', or for the flow-matching bases a wrong noise-level shift
-'{"train": {"timestep_shift": 0.1}}' (a concept's own overrides still win: toy-flux-triangle and
-toy-zh-triangle set their learning rate); QUALITY_BREAK=flipped_velocity trains the flow-matching bases
+Broken on purpose, to see these tests fail: QUALITY_PARAMS_OVERRIDES (JSON, deep-merged over params.yaml
+and over each concept's own overrides), e.g. '{"train": {"learning_rate": 0}}', or for the flow-matching
+bases a wrong noise-level shift '{"train": {"timestep_shift": 0.1}}' (a variant's own setting still wins,
+e.g. the over-trained variant's learning rate); QUALITY_BREAK=flipped_velocity trains the flow-matching bases
 towards x0 - noise instead of noise - x0, QUALITY_BREAK=flipped_noise the U-Net bases towards -noise (sign
 errors no params key can make). QUALITY_METRICS_JSON names a file to write every variant's metrics to, by
 base."""
