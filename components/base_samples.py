@@ -27,8 +27,10 @@ def base_samples_inputs(
     seeds: list[int],
     params: GenerationParams,
     resolution: int | tuple[int, int],
+    device: str,
 ) -> dict:
-    """What decides the base model's images; ``model`` is its model_identity()."""
+    """What decides the base model's images; ``model`` is its model_identity(), ``device`` where and in
+    which dtype the pipeline runs (a GPU's fp16 images are not the CPU's fp32 ones)."""
     from components.prior import generation_code_version
 
     return {
@@ -40,6 +42,7 @@ def base_samples_inputs(
         "steps": params.steps,
         "guidance_scale": params.guidance_scale,
         "negative_prompt": params.negative_prompt,
+        "device": device,
     }
 
 

@@ -175,7 +175,8 @@ def _base_images(pipe, base_model, prompts, seeds, params, resolution, root) -> 
     """The base model's images at the pairs, read back from ``root`` where drawn before; and whether they were."""
     if root is None:
         return generate(pipe, prompts, seeds, params, resolution), False
-    inputs = base_samples_inputs(model_identity(base_model), prompts, seeds, params, resolution)
+    device = f"{pipe.device.type} {pipe.dtype}"
+    inputs = base_samples_inputs(model_identity(base_model), prompts, seeds, params, resolution, device)
     images = read_base_samples(root, inputs)
     if images is not None:
         return images, True
