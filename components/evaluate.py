@@ -94,8 +94,9 @@ def evaluate(
     k_prompts, k_seeds, k_groups = _pairs(class_prompts, params.seeds)
     prompts, seeds = c_prompts + k_prompts, c_seeds + k_seeds
 
+    base_identity = model_identity(base_model)
     pipe = load_pipeline(base_model)
-    base_images, base_reused = _base_images(pipe, base_model, prompts, seeds, params, resolution, base_samples_root)
+    base_images, base_reused = _base_images(pipe, base_identity, prompts, seeds, params, resolution, base_samples_root)
     pipe.load_lora_weights(adapter_dir)
     adapter_images = generate(pipe, prompts, seeds, params, resolution)
     del pipe
@@ -147,7 +148,7 @@ def evaluate(
     settings = {
         **params.model_dump(mode="json"),
         "resolution": resolution,
-        "base_model": model_identity(base_model),
+        "base_model": base_identity,
         "instance_images": len(instance_images),
         "generated_prompts": prompts,
         "base_images_reused": base_reused,
@@ -171,12 +172,12 @@ def evaluate(
     return result
 
 
-def _base_images(pipe, base_model, prompts, seeds, params, resolution, root) -> tuple[list[Image.Image], bool]:
+def _base_images(pipe, base_identity, prompts, seeds, params, resolution, root) -> tuple[list[Image.Image], bool]:
     """The base model's images at the pairs, read back from ``root`` where drawn before; and whether they were."""
     if root is None:
         return generate(pipe, prompts, seeds, params, resolution), False
     device = f"{pipe.device.type} {pipe.dtype}"
-    inputs = base_samples_inputs(model_identity(base_model), prompts, seeds, params, resolution, device)
+    inputs = base_samples_inputs(base_identity, prompts, seeds, params, resolution, device)
     images = read_base_samples(root, inputs)
     if images is not None:
         return images, True
