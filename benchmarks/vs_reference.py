@@ -163,7 +163,8 @@ def main(
     import diffusers
 
     report = {
-        "machine": f"CPU, {os.cpu_count()} cores, shared with other jobs (both trainers ran back to back in one run)",
+        "machine": f"CPU, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; both trainers ran back "
+        f"to back in one run; load average {os.getloadavg()[0]:.1f} at the end",
         "date": datetime.date.today().isoformat(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -14,12 +14,13 @@ import torch
 
 from components.config import TrainParams
 
-# Steps from which compiling the denoiser pays back its compile time, per device type, where
-# benchmarks/train_speed.py measured it to win consistently; compile 'auto' is on from there. None yet: on
-# 2 shared CPU cores one 32 px pair saved 82 % of a step (3.93 -> 0.71 s, both slowed by contention) for 355 s
-# of compiling (break-even ~110 steps), but a quiet run of the same step takes 0.037 s, where the same
-# compile time needs tens of thousands of steps; a single, contended measurement is not adopted.
-COMPILE_BREAK_EVEN_STEPS: dict[str, int] = {}
+# Steps from which compiling the denoiser pays back its compile time, per device type; compile 'auto' is on
+# from there. CPU, measured by benchmarks/train_speed.py on 2 quiet cores (2026-12-03, toyworld-sd, 2
+# threads): 32 px 1.50x per step for 53 s of cold compiling (0.012 s saved a step: break-even ~4,400 steps),
+# 128 px 1.10x for 74 s (0.027 s a step: ~2,700 steps). The larger wins at both sizes. A DreamBooth run is
+# hundreds of steps, so 'auto' leaves it off; a warm inductor cache (a retrain of the same model and shapes
+# on the same machine) compiles in under a second, where `compile: true` pays from the first steps.
+COMPILE_BREAK_EVEN_STEPS: dict[str, int] = {"cpu": 4400}
 
 
 def apply_threads(params: TrainParams) -> None:
@@ -52,7 +53,9 @@ def prepare_denoiser(denoiser: torch.nn.Module, params: TrainParams) -> None:
 
 def compiled(denoiser: torch.nn.Module) -> torch.nn.Module:
     """The denoiser's forward compiled in place (its parameters and state dict keys stay as they are)."""
-    denoiser.compile()
+    # Static shapes: a run sees a handful of batch shapes, each compiled once. Dynamic shapes (torch's choice
+    # on the first recompile) failed inside inductor at 128 px ("cannot determine truth value of Relational").
+    denoiser.compile(dynamic=False)
     return denoiser
 
 
