@@ -72,19 +72,23 @@ def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, limit
     if name == "overtrained" and limits.overtrained_clip_t_drop is None:
         pytest.skip("over-training does not copy the photos on this base (tests/quality/thresholds.py)")
     failed = _gate(variant(name), prepared)
-    assert failed and set(failed) <= reasons | {"clip_i"} and reasons & set(failed), (failed, variant(name).metrics)
+    # The over-trained run may also stop looking like the instance ("learned"): whether it copies the photos
+    # or breaks down depends on float summation order (below); it must still be refused for the prompt or drift.
+    allowed = reasons | {"clip_i"} | ({"learned"} if name == "overtrained" else set())
+    assert failed and set(failed) <= allowed and reasons & set(failed), (failed, variant(name).metrics)
 
 
-def test_more_steps_learn_more_until_the_adapter_copies_the_photos(variant, limits):
+def test_more_steps_learn_more_and_over_training_loses_the_prompt(variant, limits):
     short, default = variant("short").metrics, variant("default").metrics
     assert default["clip_i_gain"] >= short["clip_i_gain"] + limits.steps_gain, (short, default)
     if limits.overtrained_clip_t_drop is None:  # None: not established on this base (thresholds.py)
         return
     over = variant("overtrained").metrics
-    # Over-trained (many steps at a high learning rate, no prior): still the instance, but the prompt no
-    # longer steers it and the class drifts. Each claim is a mean over all images, not a count of 4: at
-    # this learning rate float summation order (CPU, thread count) sends runs apart (README, "Toy world").
-    assert over["clip_i_gain"] >= limits.learning_margin, (default, over)
+    # Over-trained (many steps at a high learning rate, no prior): the prompt no longer steers it and the
+    # class drifts. Each claim is a mean over all images, not a count of 4: at this learning rate float
+    # summation order (CPU, thread count) sends runs apart (README, "Toy world"). Whether it still looks
+    # like the instance is one of those: CLIP-I gain 0.21-0.24 on three machine/thread pairs, 0.07 (broken
+    # down) on a Xeon at 2 threads, so it is not asserted.
     assert over["clip_t"] <= default["clip_t"] - limits.overtrained_clip_t_drop, (default, over)
     assert over["prior_drift"] >= limits.overtrained_drift_ratio * default["prior_drift"], (default, over)
 

@@ -31,7 +31,9 @@ THRESHOLDS: dict[str, Thresholds] = {
     # Measured at evaluate's 8 seeds (1 / 2 threads): CLIP-I gain 0.23 (40 steps 0.08, rank 1 0.07,
     # noise -0.01); drift 0.28 with the prior loss, 0.42 without; class CLIP-I gain 0.11 vs 0.16;
     # over-trained CLIP-T 0.49 / 0.45 vs 0.60, drift 0.48 / 0.62 vs 0.18-0.28; on another CPU at 1 thread
-    # (2026-12-02) CLIP-T 0.53 vs 0.60 and drift 0.49 vs 0.28 (1.76x: a 2x threshold failed there).
+    # (2026-12-02) CLIP-T 0.53 vs 0.60 and drift 0.49 vs 0.28 (1.76x: a 2x threshold failed there); on a
+    # Xeon (2026-12-03) at 1 / 2 threads CLIP-T 0.519 / 0.531 vs 0.603, drift 0.475 / 0.462 vs 0.281 (1.69x /
+    # 1.64x), CLIP-I gain 0.207 / 0.074 (at 2 threads it broke down instead of copying the photos).
     "toyworld-sd": Thresholds(
         learning_margin=0.10,
         instance_colour=0.75,
