@@ -61,20 +61,20 @@ def test_gate_accepts_the_trained_adapter(variant, prepared):
 
 
 @pytest.mark.parametrize(
-    ("name", "reasons"),
+    ("name", "reasons", "also_allowed"),
     [
-        ("untrained", {"learned"}),  # B = 0: exactly the base model
-        ("noise", {"learned"}),  # random weights of the trained adapter's size
-        ("overtrained", {"clip_t", "prior_drift"}),  # copies the photos, ignores the prompt
+        ("untrained", {"learned"}, set()),  # B = 0: exactly the base model
+        ("noise", {"learned"}, set()),  # random weights of the trained adapter's size
+        # Ignores the prompt and drifts; whether it still looks like the instance or breaks down ("learned")
+        # depends on float summation order at its learning rate (test below).
+        ("overtrained", {"clip_t", "prior_drift"}, {"learned"}),
     ],
 )
-def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, limits, name, reasons):
+def test_gate_refuses_bad_adapters_for_the_right_reason(variant, prepared, limits, name, reasons, also_allowed):
     if name == "overtrained" and limits.overtrained_clip_t_drop is None:
-        pytest.skip("over-training does not copy the photos on this base (tests/quality/thresholds.py)")
+        pytest.skip("over-training does not lose the prompt on this base (tests/quality/thresholds.py)")
     failed = _gate(variant(name), prepared)
-    # The over-trained run may also stop looking like the instance ("learned"): whether it copies the photos
-    # or breaks down depends on float summation order (below); it must still be refused for the prompt or drift.
-    allowed = reasons | {"clip_i"} | ({"learned"} if name == "overtrained" else set())
+    allowed = reasons | also_allowed | {"clip_i"}
     assert failed and set(failed) <= allowed and reasons & set(failed), (failed, variant(name).metrics)
 
 
